@@ -1,0 +1,92 @@
+"""CPU cores described as data, shared by user mode and system mode.
+
+Nothing here knows about Linux or devices: a spec says which unicorn engine to build, where the
+program counter, stack pointer and thread pointer live, and how a trap instruction surfaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unicorn import Uc
+
+
+@dataclass(frozen=True)
+class SyscallConv:
+    """How a system-call trap surfaces from unicorn and where its operands live."""
+
+    trap_intno: int  # the UC_HOOK_INTR number of the trap instruction (svc / ecall)
+    number: int  # register holding the call number
+    args: tuple[int, ...]  # registers holding the arguments, in order
+    ret: int  # register receiving the result
+    insn_size: int = 4  # bytes to step back when a call must be restarted
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """A selectable CPU model (`-cpu NAME`)."""
+
+    name: str
+    uc_model: int
+    description: str
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    name: str
+    elf_machine: int
+    uc_arch: int
+    uc_mode: int
+    models: tuple[CpuModel, ...]  # the first one is the default
+    pc: int
+    sp: int
+    tls: int
+    link: int  # return-address register (used for signal trampolines)
+    syscall: SyscallConv
+    gprs: tuple[tuple[str, int], ...]  # (name, unicorn register) for dumps and debuggers
+    page_size: int = 4096
+    page_size_settable: bool = False  # unicorn lets this arch choose its target page size
+    capstone: tuple[int, int] = (0, 0)  # (CS_ARCH_*, CS_MODE_*)
+    little_endian: bool = True
+    extra_init: tuple[tuple[int, int], ...] = field(default=())  # (register, value) at reset
+
+    @property
+    def default_model(self) -> CpuModel:
+        return self.models[0]
+
+    def model(self, name: str | None) -> CpuModel:
+        """Look a model up by name; None gives the default. Raises KeyError when unknown."""
+        if name is None:
+            return self.default_model
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    def new_engine(self, model: CpuModel | None = None) -> Uc:
+        """Build a unicorn engine for this architecture and model, reset as the spec says."""
+        uc = Uc(self.uc_arch, self.uc_mode, (model or self.default_model).uc_model)
+        # Must come before anything that initialises the engine (even ctl_get_page_size):
+        # aarch64 otherwise uses 1 KiB target pages, which breaks 4 KiB guest mappings.
+        if self.page_size_settable:
+            uc.ctl_set_page_size(self.page_size)
+        for reg, value in self.extra_init:
+            uc.reg_write(reg, value)
+        return uc
+
+
+def _registry() -> dict[str, CpuSpec]:
+    from qemuser.cpu.aarch64 import AARCH64
+    from qemuser.cpu.riscv64 import RISCV64
+
+    return {spec.name: spec for spec in (AARCH64, RISCV64)}
+
+
+CPUS: dict[str, CpuSpec] = _registry()
+
+
+def spec_for_machine(elf_machine: int) -> CpuSpec | None:
+    for spec in CPUS.values():
+        if spec.elf_machine == elf_machine:
+            return spec
+    return None

@@ -1,0 +1,43 @@
+"""RISC-V 64 as data."""
+
+from capstone import CS_ARCH_RISCV, CS_MODE_RISCV64, CS_MODE_RISCVC
+from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64
+from unicorn import riscv_const as r
+
+from qemuser.cpu import CpuModel, CpuSpec, SyscallConv
+
+EM_RISCV = 243
+
+_ABI_NAMES = (
+    "zero ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "
+    "s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6"
+).split()
+_X = tuple(getattr(r, f"UC_RISCV_REG_X{i}") for i in range(32))
+
+# mstatus.FS = Dirty: the core resets with the FPU off, and every FP instruction would trap.
+MSTATUS_FS_DIRTY = 3 << 13
+
+RISCV64 = CpuSpec(
+    name="riscv64",
+    elf_machine=EM_RISCV,
+    uc_arch=UC_ARCH_RISCV,
+    uc_mode=UC_MODE_RISCV64,
+    models=(
+        CpuModel("rv64", r.UC_CPU_RISCV64_ANY, "RV64GC (IMAFDC, Zicsr, Zifencei)"),
+        CpuModel("sifive-u54", r.UC_CPU_RISCV64_SIFIVE_U54, "SiFive U54 (RV64GC)"),
+    ),
+    pc=r.UC_RISCV_REG_PC,
+    sp=r.UC_RISCV_REG_SP,
+    tls=r.UC_RISCV_REG_TP,
+    link=r.UC_RISCV_REG_RA,
+    syscall=SyscallConv(
+        trap_intno=8,
+        number=r.UC_RISCV_REG_A7,
+        args=(r.UC_RISCV_REG_A0, r.UC_RISCV_REG_A1, r.UC_RISCV_REG_A2,
+              r.UC_RISCV_REG_A3, r.UC_RISCV_REG_A4, r.UC_RISCV_REG_A5),
+        ret=r.UC_RISCV_REG_A0,
+    ),
+    gprs=tuple(zip(_ABI_NAMES, _X)),
+    capstone=(CS_ARCH_RISCV, CS_MODE_RISCV64 | CS_MODE_RISCVC),
+    extra_init=((r.UC_RISCV_REG_MSTATUS, MSTATUS_FS_DIRTY),),
+)
