@@ -1,0 +1,220 @@
+"""ELF loading: program headers into the guest address space, as Linux's binfmt_elf does."""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from qemuser.cpu import CPUS, CpuSpec, spec_for_machine
+from qemuser.loader.memory import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace
+
+PT_LOAD = "PT_LOAD"
+PT_INTERP = "PT_INTERP"
+PT_GNU_STACK = "PT_GNU_STACK"
+PT_PHDR = "PT_PHDR"
+
+_MACHINE_NAMES = {
+    3: "x86 (i386)", 62: "x86-64", 40: "ARM (32-bit)", 183: "AArch64", 243: "RISC-V",
+    8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390",
+}
+
+
+class LoadError(Exception):
+    """A program that cannot be loaded; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """What the loader needs to know of an ELF file before placing it."""
+
+    path: str
+    machine: int
+    elf_class: int
+    little_endian: bool
+    etype: str  # ET_EXEC or ET_DYN
+    entry: int
+    phoff: int
+    phentsize: int
+    phnum: int
+    segments: tuple[tuple[str, int, int, int, int, int, int], ...]
+    # (type, offset, vaddr, filesz, memsz, flags, align)
+    interp: bytes | None
+    exec_stack: bool
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    info: ElfInfo
+    base: int  # load bias (0 for ET_EXEC)
+    entry: int  # biased entry point
+    phdr: int  # guest address of the program headers
+    end: int  # highest mapped address (page aligned): brk starts here
+    low: int
+
+
+def read_elf_info(path: str, fd: int | None = None) -> ElfInfo:
+    """Parse headers; raise LoadError with a user-facing message when it is not a usable ELF."""
+    try:
+        stream = os.fdopen(os.dup(fd), "rb") if fd is not None else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise LoadError(f"Could not open '{path}': No such file or directory") from None
+    except IsADirectoryError:
+        raise LoadError(f"Could not open '{path}': Is a directory") from None
+    except PermissionError:
+        raise LoadError(f"Could not open '{path}': Permission denied") from None
+    except OSError as exc:
+        raise LoadError(f"Could not open '{path}': {exc.strerror}") from None
+    with stream:
+        stream.seek(0)
+        ident = stream.read(16)
+        if len(ident) < 4 or ident[:4] != b"\x7fELF":
+            raise LoadError(f"'{path}' is not an ELF executable")
+        if len(ident) < 16:
+            raise LoadError(f"'{path}' is a truncated ELF file")
+        stream.seek(0)
+        try:
+            elf = ELFFile(stream)
+            header = elf.header
+            segments = []
+            interp = None
+            exec_stack = False
+            for seg in elf.iter_segments():
+                h = seg.header
+                segments.append(
+                    (h.p_type, h.p_offset, h.p_vaddr, h.p_filesz, h.p_memsz, h.p_flags, h.p_align)
+                )
+                if h.p_type == PT_INTERP:
+                    stream.seek(h.p_offset)
+                    interp = stream.read(h.p_filesz).split(b"\0")[0]
+                elif h.p_type == PT_GNU_STACK:
+                    exec_stack = bool(h.p_flags & 1)
+            size = os.fstat(stream.fileno()).st_size
+        except (ELFError, struct.error, ValueError) as exc:
+            raise LoadError(f"'{path}' is a truncated or corrupt ELF file ({exc})") from None
+    for seg in segments:
+        if seg[0] == PT_LOAD and seg[1] + seg[3] > size:
+            raise LoadError(f"'{path}' is a truncated ELF file (a segment lies past its end)")
+    if header.e_type not in ("ET_EXEC", "ET_DYN"):
+        raise LoadError(f"'{path}' is not an executable ELF file ({header.e_type})")
+    return ElfInfo(
+        path=path,
+        machine=_machine_number(header.e_machine),
+        elf_class=elf.elfclass,
+        little_endian=elf.little_endian,
+        etype=header.e_type,
+        entry=header.e_entry,
+        phoff=header.e_phoff,
+        phentsize=header.e_phentsize,
+        phnum=header.e_phnum,
+        segments=tuple(segments),
+        interp=interp,
+        exec_stack=exec_stack,
+    )
+
+
+def _machine_number(e_machine: str | int) -> int:
+    if isinstance(e_machine, int):
+        return e_machine
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    return ENUM_E_MACHINE.get(e_machine, -1)
+
+
+def check_arch(info: ElfInfo, spec: CpuSpec) -> None:
+    """LoadError naming the qemuser that would run it, when the ELF is for another machine."""
+    if info.machine == spec.elf_machine and info.elf_class == 64 and info.little_endian:
+        return
+    other = spec_for_machine(info.machine)
+    what = _MACHINE_NAMES.get(info.machine, f"machine {info.machine}")
+    if info.elf_class != 64 and other is None:
+        what += f" {info.elf_class}-bit"
+    hint = f"; run it with qemuser-{other.name}" if other and other is not spec else ""
+    raise LoadError(f"'{info.path}' is an {what} binary, not {spec.name}{hint}")
+
+
+def _prot(p_flags: int) -> int:
+    return (
+        (PROT_READ if p_flags & 4 else 0)
+        | (PROT_WRITE if p_flags & 2 else 0)
+        | (PROT_EXEC if p_flags & 1 else 0)
+    )
+
+
+def load_image(
+    mem: AddressSpace, info: ElfInfo, data: bytes, base_hint: int | None, name: str
+) -> LoadedImage:
+    """Map the PT_LOAD segments of `info` (file contents in `data`).
+
+    ET_DYN is placed at `base_hint` (aligned to the largest segment alignment) or, when None,
+    wherever mmap would place it; ET_EXEC at its own addresses.
+    """
+    page = mem.page_size
+    loads = [s for s in info.segments if s[0] == PT_LOAD]
+    if not loads:
+        raise LoadError(f"'{info.path}' has no loadable segments")
+    low = min(s[2] for s in loads) & ~(page - 1)
+    high = mem.page_align(max(s[2] + s[4] for s in loads))
+    bias = 0
+    if info.etype == "ET_DYN":
+        align = max([page] + [s[6] for s in loads if s[6] and (s[6] & (s[6] - 1)) == 0])
+        span = high - low
+        if base_hint is None:
+            start = mem.find_free(span + align)
+            if start is None:
+                raise LoadError(f"no room in the guest address space for '{info.path}'")
+            start = (start + align - 1) & ~(align - 1)
+        else:
+            start = (base_hint + align - 1) & ~(align - 1)
+        bias = start - low
+    st = os.stat(info.path) if os.path.exists(info.path) else None
+    for _, offset, vaddr, filesz, memsz, flags, _align in loads:
+        seg_start = (vaddr + bias) & ~(page - 1)
+        seg_end = mem.page_align(vaddr + bias + memsz)
+        prot = _prot(flags)
+        file_page_off = offset - ((vaddr + bias) - seg_start)
+        map_start = seg_start
+        shared_page = mem.find(seg_start)
+        if shared_page is not None:
+            # The first page is shared with the previous segment: it keeps its contents and
+            # gets both segments' protections.
+            mem.protect(seg_start, page, shared_page.prot | prot)
+            map_start = seg_start + page
+        if map_start < seg_end:
+            mem.map(
+                map_start, seg_end - map_start, prot, name,
+                offset=file_page_off + (map_start - seg_start),
+                device=st.st_dev if st else 0, inode=st.st_ino if st else 0,
+            )
+        mem.write_init(vaddr + bias, data[offset : offset + filesz])
+        # The tail of the page after filesz is zero already: the mapping is fresh.
+    phdr = 0
+    for seg in info.segments:
+        if seg[0] == PT_PHDR:
+            phdr = seg[2] + bias
+    if not phdr:
+        for _, offset, vaddr, filesz, *_ in loads:
+            if offset <= info.phoff < offset + filesz:
+                phdr = vaddr + bias + (info.phoff - offset)
+    return LoadedImage(
+        info=info, base=bias, entry=info.entry + bias, phdr=phdr, end=high + bias, low=low + bias
+    )
+
+
+def arch_of_file(path: str) -> str | None:
+    """The qemuser arch name that runs this ELF, or None (not ELF, or no such arch)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return None
+    machine = struct.unpack_from("<H", head, 18)[0]
+    for spec in CPUS.values():
+        if spec.elf_machine == machine:
+            return spec.name
+    return None

@@ -1,0 +1,358 @@
+"""The guest's address space: Linux-like mappings on top of unicorn's memory.
+
+Guest virtual addresses are identity-mapped onto unicorn's physical memory, and unicorn runs in
+its "virtual TLB" mode: every TLB miss asks `_tlb_fill` for the page's own protection. That is
+what lets PROT_NONE, read-only and no-exec pages behave as on Linux, and it keeps data pages
+non-executable, which avoids unicorn's slow self-modifying-code path on every store
+(shared/UNICORN-NOTES.md: 6-8x faster stores).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+from dataclasses import dataclass, field
+
+from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, Uc, UcError
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_TLB_VIRTUAL
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+# emu_start() needs an address the guest never reaches to stop at, and unicorn probes the page
+# below it when it stops; both pages are backed by physical page 0 (never guest memory, since
+# Linux refuses to map below mmap_min_addr = 64 KiB).
+STOP_ADDRESS = 0xFFFF_FFFF_FFFF_F000
+_STOP_PAGES_START = STOP_ADDRESS - 0x1000
+MIN_MAP_ADDRESS = 0x10000
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _host_munmap(address: int, size: int) -> None:
+    _libc.munmap(ctypes.c_void_p(address), size)
+
+
+class GuestFault(Exception):
+    """A guest address that is not mapped, or not with the needed access."""
+
+    def __init__(self, address: int, write: bool = False, mapped: bool = False) -> None:
+        super().__init__(f"guest fault at {address:#x}")
+        self.address = address
+        self.write = write
+        self.mapped = mapped  # True: protection (SEGV_ACCERR); False: nothing there (SEGV_MAPERR)
+
+
+@dataclass
+class Mapping:
+    start: int
+    end: int
+    prot: int
+    name: str = ""  # file path, "[heap]", "[stack]", or "" for anonymous
+    offset: int = 0  # file offset of `start` for file mappings
+    shared: bool = False
+    host_address: int | None = field(default=None, repr=False)  # MAP_SHARED host backing
+    device: int = 0
+    inode: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class LastFault:
+    address: int
+    access: int
+    mapped: bool
+
+
+class AddressSpace:
+    """Mappings with exact page protections; reads and writes that fault as the kernel would."""
+
+    def __init__(self, uc: Uc, page_size: int, mmap_top: int, mmap_bottom: int = 0x1000_0000):
+        self.uc = uc
+        self.page_size = page_size
+        self.mmap_top = mmap_top
+        self.mmap_bottom = mmap_bottom
+        self._maps: list[Mapping] = []
+        self._starts: list[int] = []
+        self.last_fault: LastFault | None = None
+        self.brk_start = 0
+        self.brk = 0
+        # unicorn's own mem_map/mem_unmap translate the range through the TLB (to drop
+        # translated code); those lookups must succeed whatever the guest's protections.
+        self._inside_unicorn_call = False
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        uc.mem_map(0, page_size, UC_PROT_ALL)
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def mappings(self) -> list[Mapping]:
+        return list(self._maps)
+
+    def find(self, address: int) -> Mapping | None:
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0:
+            m = self._maps[i]
+            if address < m.end:
+                return m
+        return None
+
+    def is_free(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end)
+        return i == 0 or self._maps[i - 1].end <= start
+
+    def page_align(self, value: int) -> int:
+        return (value + self.page_size - 1) & ~(self.page_size - 1)
+
+    def find_free(self, length: int, hint: int = 0) -> int | None:
+        """A free range of `length` bytes: at the hint if free, else top-down below mmap_top."""
+        if hint and hint >= MIN_MAP_ADDRESS:
+            hint = hint & ~(self.page_size - 1)
+            if hint + length <= self.mmap_top and self.is_free(hint, hint + length):
+                return hint
+        top = self.mmap_top
+        i = bisect.bisect_left(self._starts, top)
+        # walk the gaps downwards from the top
+        while True:
+            below_end = self._maps[i - 1].end if i > 0 else self.mmap_bottom
+            gap_start = max(below_end, self.mmap_bottom)
+            if top - gap_start >= length:
+                return top - length
+            if i == 0:
+                return None
+            i -= 1
+            top = min(top, self._maps[i].start)
+
+    # ---- the TLB -----------------------------------------------------------------------------
+
+    def _tlb_fill(self, uc: Uc, vaddr: int, access: int, entry, _data) -> bool:
+        page = vaddr & ~(self.page_size - 1)
+        if page >= _STOP_PAGES_START or self._inside_unicorn_call:
+            entry.paddr = 0
+            entry.perms = UC_PROT_ALL
+            return True
+        m = self.find(vaddr)
+        if m is None:
+            self.last_fault = LastFault(vaddr, access, False)
+            return False
+        needed = PROT_EXEC if access == UC_MEM_FETCH else PROT_WRITE if access == UC_MEM_WRITE else PROT_READ
+        if not m.prot & needed:
+            self.last_fault = LastFault(vaddr, access, True)
+            return False
+        entry.paddr = page
+        entry.perms = m.prot
+        return True
+
+    def flush_tlb(self) -> None:
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    # ---- changing the layout -----------------------------------------------------------------
+
+    def _split(self, address: int) -> None:
+        """Make `address` a mapping boundary (when it falls inside one)."""
+        m = self.find(address)
+        if m is None or m.start == address:
+            return
+        i = self._maps.index(m)
+        delta = address - m.start
+        tail = Mapping(
+            start=address, end=m.end, prot=m.prot, name=m.name, offset=m.offset + delta,
+            shared=m.shared,
+            host_address=None if m.host_address is None else m.host_address + delta,
+            device=m.device, inode=m.inode,
+        )
+        m.end = address
+        self._maps.insert(i + 1, tail)
+        self._starts.insert(i + 1, address)
+
+    def _range(self, start: int, end: int) -> list[Mapping]:
+        """Mappings inside [start, end), split at both ends."""
+        self._split(start)
+        self._split(end)
+        i = bisect.bisect_left(self._starts, start)
+        j = bisect.bisect_left(self._starts, end)
+        return self._maps[i:j]
+
+    def map(
+        self,
+        start: int,
+        length: int,
+        prot: int,
+        name: str = "",
+        *,
+        offset: int = 0,
+        host_address: int | None = None,
+        device: int = 0,
+        inode: int = 0,
+    ) -> Mapping:
+        """Map [start, start+length) (page aligned), replacing whatever was there (MAP_FIXED)."""
+        end = start + length
+        self.unmap(start, length)
+        self._inside_unicorn_call = True
+        try:
+            if host_address is not None:
+                # MAP_SHARED: the guest's pages are the host mapping itself, so the file (or,
+                # after fork, the other process) sees every store.
+                self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host_address)
+            else:
+                self.uc.mem_map(start, length, UC_PROT_ALL)
+        finally:
+            self._inside_unicorn_call = False
+        self.flush_tlb()
+        m = Mapping(
+            start, end, prot, name, offset=offset, shared=host_address is not None,
+            host_address=host_address, device=device, inode=inode,
+        )
+        i = bisect.bisect_left(self._starts, start)
+        self._maps.insert(i, m)
+        self._starts.insert(i, start)
+        return m
+
+    def unmap(self, start: int, length: int) -> None:
+        victims = self._range(start, start + length)
+        if not victims:
+            return
+        self._inside_unicorn_call = True
+        try:
+            for m in victims:
+                self.uc.mem_unmap(m.start, m.size)
+                if m.host_address is not None:
+                    _host_munmap(m.host_address, m.size)
+        finally:
+            self._inside_unicorn_call = False
+        i = self._maps.index(victims[0])
+        del self._maps[i : i + len(victims)]
+        del self._starts[i : i + len(victims)]
+        self.flush_tlb()
+
+    def protect(self, start: int, length: int, prot: int) -> bool:
+        """Change protections; False when part of the range is unmapped (ENOMEM)."""
+        end = start + length
+        if not self.is_fully_mapped(start, end):
+            return False
+        for m in self._range(start, end):
+            m.prot = prot
+        self._merge_around(start, end)
+        self.flush_tlb()
+        return True
+
+    def is_fully_mapped(self, start: int, end: int) -> bool:
+        address = start
+        while address < end:
+            m = self.find(address)
+            if m is None:
+                return False
+            address = m.end
+        return True
+
+    def _merge_around(self, start: int, end: int) -> None:
+        """Join neighbours that became identical, so /proc/self/maps reads like Linux's."""
+        i = max(bisect.bisect_left(self._starts, start) - 1, 0)
+        while i + 1 < len(self._maps) and self._maps[i].start < end:
+            a, b = self._maps[i], self._maps[i + 1]
+            if (
+                a.end == b.start and a.prot == b.prot and a.name == b.name
+                and a.host_address is None and b.host_address is None
+                and (not a.name or a.offset + a.size == b.offset)
+            ):
+                a.end = b.end
+                del self._maps[i + 1]
+                del self._starts[i + 1]
+            else:
+                i += 1
+
+    def move(self, old: int, old_size: int, new: int, new_size: int) -> None:
+        """mremap's move: the pages' contents go to `new`, the old range is unmapped."""
+        m = self.find(old)
+        assert m is not None
+        data = self.read(old, min(old_size, new_size), check=False)
+        template = self._range(old, old + old_size)[0]
+        self.map(
+            new, new_size, template.prot, template.name, offset=template.offset,
+            device=template.device, inode=template.inode,
+        )
+        self.unmap(old, old_size)
+        self.uc.mem_write(new, bytes(data))
+
+    # ---- guest memory access (for syscalls) --------------------------------------------------
+
+    def _check(self, address: int, size: int, needed: int) -> None:
+        end = address + size
+        while address < end:
+            m = self.find(address)
+            if m is None:
+                raise GuestFault(address, needed == PROT_WRITE)
+            if not m.prot & needed:
+                raise GuestFault(address, needed == PROT_WRITE, mapped=True)
+            address = m.end
+
+    def read(self, address: int, size: int, check: bool = True) -> bytes:
+        if size <= 0:
+            return b""
+        if check:
+            self._check(address, size, PROT_READ)
+        try:
+            return bytes(self.uc.mem_read(address, size))
+        except UcError as exc:
+            raise GuestFault(address) from exc
+
+    def write(self, address: int, data: bytes, check: bool = True) -> None:
+        if not data:
+            return
+        if check:
+            self._check(address, len(data), PROT_WRITE)
+        try:
+            self.uc.mem_write(address, bytes(data))
+        except UcError as exc:
+            raise GuestFault(address, True) from exc
+
+    def write_init(self, address: int, data: bytes) -> None:
+        """Write regardless of protection (loader, signal frames on Linux's behalf)."""
+        self.write(address, data, check=False)
+
+    def read_u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def write_u64(self, address: int, value: int) -> None:
+        self.write(address, (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
+
+    def read_u32(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 4), "little")
+
+    def write_u32(self, address: int, value: int) -> None:
+        self.write(address, (value & 0xFFFF_FFFF).to_bytes(4, "little"))
+
+    def read_cstr(self, address: int, limit: int = 1 << 16) -> bytes:
+        """A NUL-terminated string; GuestFault when it runs into unmapped memory."""
+        out = bytearray()
+        while len(out) < limit:
+            chunk_end = (address | (self.page_size - 1)) + 1
+            chunk = self.read(address, chunk_end - address)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                out += chunk[:nul]
+                return bytes(out)
+            out += chunk
+            address = chunk_end
+        raise GuestFault(address)  # ENAMETOOLONG is decided by the caller's limit
+
+    def read_ptr_array(self, address: int, limit: int = 1 << 16) -> list[int]:
+        """A NULL-terminated array of pointers (argv/envp)."""
+        out = []
+        while len(out) < limit:
+            value = self.read_u64(address)
+            if value == 0:
+                return out
+            out.append(value)
+            address += 8
+        raise GuestFault(address)
+
+    def mapped_bytes(self) -> int:
+        return sum(m.size for m in self._maps)

@@ -1,0 +1,140 @@
+"""The initial process stack, laid out as Linux's fs/exec.c and fs/binfmt_elf.c build it.
+
+From the top: a NULL word, the AT_EXECFN string, the environment strings, the argument strings,
+the platform string, 16 AT_RANDOM bytes; then, 16-byte aligned, argc, argv[], NULL, envp[],
+NULL and the auxiliary vector.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from qemuser.loader.memory import AddressSpace
+
+AT_NULL = 0
+AT_IGNORE = 1
+AT_EXECFD = 2
+AT_PHDR = 3
+AT_PHENT = 4
+AT_PHNUM = 5
+AT_PAGESZ = 6
+AT_BASE = 7
+AT_FLAGS = 8
+AT_ENTRY = 9
+AT_NOTELF = 10
+AT_UID = 11
+AT_EUID = 12
+AT_GID = 13
+AT_EGID = 14
+AT_PLATFORM = 15
+AT_HWCAP = 16
+AT_CLKTCK = 17
+AT_SECURE = 23
+AT_BASE_PLATFORM = 24
+AT_RANDOM = 25
+AT_HWCAP2 = 26
+AT_EXECFN = 31
+AT_SYSINFO_EHDR = 33
+AT_MINSIGSTKSZ = 51
+
+AUXV_NAMES = {
+    value: name
+    for name, value in globals().items()
+    if name.startswith("AT_") and isinstance(value, int)
+}
+
+# Placeholders in the auxv list that build_stack fills with the addresses it chooses.
+PLACEHOLDER_RANDOM = -1
+PLACEHOLDER_EXECFN = -2
+PLACEHOLDER_PLATFORM = -3
+
+
+@dataclass(frozen=True)
+class InitialStack:
+    sp: int
+    argv_addr: int
+    envp_addr: int
+    auxv_addr: int
+    auxv: tuple[tuple[int, int], ...]
+    strings_start: int  # lowest address of the argument strings (for /proc/self/cmdline)
+    args_end: int
+    env_start: int
+    env_end: int
+
+
+def build_stack(
+    mem: AddressSpace,
+    stack_top: int,
+    argv: list[bytes],
+    envp: list[bytes],
+    auxv: list[tuple[int, int]],
+    execfn: bytes,
+    platform: bytes | None,
+    random_bytes: bytes,
+) -> InitialStack:
+    """Write the initial stack below `stack_top`; auxv values may be the PLACEHOLDER_* above."""
+    p = stack_top - 8  # Linux keeps a NULL pointer at the very top
+    p -= len(execfn) + 1
+    execfn_addr = p
+    mem.write_init(p, execfn + b"\0")
+
+    env_addrs = []
+    env_end = p
+    for s in reversed(envp):
+        p -= len(s) + 1
+        mem.write_init(p, s + b"\0")
+        env_addrs.append(p)
+    env_addrs.reverse()
+    env_start = p
+    arg_addrs = []
+    args_end = p
+    for s in reversed(argv):
+        p -= len(s) + 1
+        mem.write_init(p, s + b"\0")
+        arg_addrs.append(p)
+    arg_addrs.reverse()
+    strings_start = p
+
+    p &= ~15
+    platform_addr = 0
+    if platform is not None:
+        p -= len(platform) + 1
+        platform_addr = p
+        mem.write_init(p, platform + b"\0")
+    p -= 16
+    random_addr = p
+    mem.write_init(p, random_bytes[:16])
+
+    resolved = []
+    for key, value in auxv:
+        if value == PLACEHOLDER_RANDOM:
+            value = random_addr
+        elif value == PLACEHOLDER_EXECFN:
+            value = execfn_addr
+        elif value == PLACEHOLDER_PLATFORM:
+            if not platform_addr:
+                continue
+            value = platform_addr
+        resolved.append((key, value))
+    resolved.append((AT_NULL, 0))
+
+    words = [len(argv), *arg_addrs, 0, *env_addrs, 0]
+    for key, value in resolved:
+        words += [key, value]
+    sp = (p - 8 * len(words)) & ~15
+    mem.write_init(sp, struct.pack(f"<{len(words)}Q", *words))
+    argv_addr = sp + 8
+    envp_addr = argv_addr + 8 * (len(argv) + 1)
+    auxv_addr = envp_addr + 8 * (len(envp) + 1)
+    return InitialStack(
+        sp=sp,
+        argv_addr=argv_addr,
+        envp_addr=envp_addr,
+        auxv_addr=auxv_addr,
+        auxv=tuple(resolved),
+        strings_start=strings_start,
+        args_end=args_end,
+        env_start=env_start,
+        env_end=env_end,
+    )

@@ -1,0 +1,55 @@
+"""Running one guest program to its end: the entry point every front end calls."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+
+from qemuser.syscalls import handlers  # noqa: F401  (fills the registry)
+from qemuser.syscalls.config import RunConfig
+from qemuser.syscalls.process import ExitState, Process
+
+SIGNAL_DESCRIPTIONS = {
+    sig: signal.strsignal(sig) or sig.name for sig in signal.Signals
+}
+
+
+def open_log(config: RunConfig):
+    if config.log_file:
+        return open(config.log_file, "a", buffering=1)  # noqa: SIM115
+    return sys.stderr
+
+
+def run(config: RunConfig) -> int:
+    """Load and run the guest. Returns its exit status; when the guest dies of a signal,
+    this process dies of the same signal (after qemu-user's message), as a shell expects.
+    Raises LoadError for programs that cannot be loaded."""
+    proc = Process(config)
+    proc.log = open_log(config)
+    proc.load()
+    state = proc.run()
+    return finish(proc, state)
+
+
+def finish(proc: Process, state: ExitState) -> int:
+    sys.stdout.flush()
+    if state.signal is None:
+        return state.status or 0
+    sig = state.signal
+    name = SIGNAL_DESCRIPTIONS.get(sig, str(sig))
+    suffix = " - core dumped" if state.core else ""
+    proc.log.write(f"qemuser: uncaught target signal {sig} ({name}){suffix}\n")
+    proc.log.flush()
+    die_of_signal(sig)
+    return 128 + sig  # not reached
+
+
+def die_of_signal(sig: int) -> None:
+    """End this host process by `sig`, without a host core dump of the emulator."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)

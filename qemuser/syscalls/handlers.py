@@ -1,0 +1,3 @@
+"""Imports every handler module so that their declarations fill the registry."""
+
+from qemuser.syscalls import fs, mm, proc, time  # noqa: F401

@@ -1,0 +1,172 @@
+"""Linux's per-architecture facts about a process: hwcaps, uname, layout, /proc/cpuinfo.
+
+Kept beside the syscall layer (not in qemuser/cpu/) so that the CPU specs stay free of Linux.
+Hwcaps are derived from the emulated core's own ID registers, as the kernel's cpufeature code
+does, so that `-cpu cortex-a53` gets no LSE atomics and `-cpu max` gets them: what glibc sees is
+true to the CPU it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unicorn import Uc
+from unicorn.riscv_const import UC_RISCV_REG_MISA
+
+from qemuser.cpu import CpuSpec
+
+
+@dataclass(frozen=True)
+class LinuxArch:
+    uname_machine: str
+    platform: bytes | None  # AT_PLATFORM (riscv64's kernel sets none)
+    stack_top: int  # top of the initial stack (below TASK_SIZE)
+    mmap_top: int  # mmap() allocates top-down from here
+    pie_base: int  # where an ET_DYN main program goes (ELF_ET_DYN_BASE)
+    interp_base_gap: int  # the interpreter goes this far below mmap_top
+    minsigstksz: int  # AT_MINSIGSTKSZ, or 0 where the kernel gives none
+
+
+LINUX_ARCHES: dict[str, LinuxArch] = {
+    # aarch64: 48-bit VA; ELF_ET_DYN_BASE = 2/3 of TASK_SIZE, as the kernel puts PIE binaries.
+    "aarch64": LinuxArch(
+        uname_machine="aarch64",
+        platform=b"aarch64",
+        stack_top=0x0000_FFFF_FFFF_0000,
+        mmap_top=0x0000_FFFF_F000_0000,
+        pie_base=0x0000_AAAA_AAAA_0000,
+        interp_base_gap=0,
+        minsigstksz=5120,
+    ),
+    # riscv64: Sv39, TASK_SIZE = 256 GiB.
+    "riscv64": LinuxArch(
+        uname_machine="riscv64",
+        platform=None,
+        stack_top=0x0000_003F_FFFF_F000,
+        mmap_top=0x0000_003F_F000_0000,
+        pie_base=0x0000_002A_AAAA_A000,
+        interp_base_gap=0,
+        minsigstksz=0,
+    ),
+}
+
+
+def _field(value: int, shift: int) -> int:
+    return (value >> shift) & 0xF
+
+
+def _signed_field(value: int, shift: int) -> int:
+    v = _field(value, shift)
+    return v - 16 if v >= 8 else v
+
+
+def aarch64_hwcaps(uc: Uc) -> tuple[int, int]:
+    """(AT_HWCAP, AT_HWCAP2) from ID_AA64* registers, as arch/arm64/kernel/cpufeature.c does.
+
+    Not advertised: SVE/SME (we do not build their signal contexts), PAC, BTI and MTE (we do
+    not manage their keys and page attributes).
+    """
+
+    def idreg(op1: int, crn: int, crm: int, op2: int) -> int:
+        return uc.cpr_read(3, op1, crn, crm, op2)  # type: ignore[attr-defined]
+
+    isar0 = idreg(0, 0, 6, 0)
+    isar1 = idreg(0, 0, 6, 1)
+    pfr0 = idreg(0, 0, 4, 0)
+    pfr1 = idreg(0, 0, 4, 1)
+    mmfr2 = idreg(0, 0, 7, 2)
+    fp = _signed_field(pfr0, 16)
+    simd = _signed_field(pfr0, 20)
+    caps = {
+        0: fp >= 0,  # FP
+        1: simd >= 0,  # ASIMD
+        3: _field(isar0, 4) >= 1,  # AES
+        4: _field(isar0, 4) >= 2,  # PMULL
+        5: _field(isar0, 8) >= 1,  # SHA1
+        6: _field(isar0, 12) >= 1,  # SHA2
+        7: _field(isar0, 16) >= 1,  # CRC32
+        8: _field(isar0, 20) >= 2,  # ATOMICS (LSE)
+        9: fp >= 1,  # FPHP
+        10: simd >= 1,  # ASIMDHP
+        11: True,  # CPUID: EL0 reads of ID registers work (we run the guest at EL1)
+        12: _field(isar0, 28) >= 1,  # ASIMDRDM
+        13: _field(isar1, 12) >= 1,  # JSCVT
+        14: _field(isar1, 16) >= 1,  # FCMA
+        15: _field(isar1, 20) >= 1,  # LRCPC
+        16: _field(isar1, 0) >= 1,  # DCPOP
+        17: _field(isar0, 32) >= 1,  # SHA3
+        18: _field(isar0, 36) >= 1,  # SM3
+        19: _field(isar0, 40) >= 1,  # SM4
+        20: _field(isar0, 44) >= 1,  # ASIMDDP
+        21: _field(isar0, 12) >= 2,  # SHA512
+        23: _field(isar0, 48) >= 1,  # ASIMDFHM
+        24: _field(pfr0, 48) >= 1,  # DIT
+        25: _field(mmfr2, 32) >= 1,  # USCAT
+        26: _field(isar1, 20) >= 2,  # ILRCPC
+        27: _field(isar0, 52) >= 1,  # FLAGM
+        28: _field(pfr1, 4) >= 2,  # SSBS
+        29: _field(isar1, 36) >= 1,  # SB
+    }
+    caps2 = {
+        0: _field(isar1, 0) >= 2,  # DCPODP
+        7: _field(isar0, 52) >= 2,  # FLAGM2
+        8: _field(isar1, 32) >= 1,  # FRINT
+        16: _field(isar0, 60) >= 1,  # RNG
+    }
+    hwcap = sum(1 << bit for bit, present in caps.items() if present)
+    hwcap2 = sum(1 << bit for bit, present in caps2.items() if present)
+    return hwcap, hwcap2
+
+
+RISCV_HWCAP_LETTERS = "IMAFDQCV"  # the single-letter extensions the kernel reports
+
+
+def riscv64_hwcaps(uc: Uc) -> tuple[int, int]:
+    misa = uc.reg_read(UC_RISCV_REG_MISA)
+    hwcap = 0
+    for letter in RISCV_HWCAP_LETTERS:
+        bit = 1 << (ord(letter) - ord("A"))
+        if misa & bit:
+            hwcap |= bit
+    return hwcap, 0
+
+
+def hwcaps(spec: CpuSpec, uc: Uc) -> tuple[int, int]:
+    if spec.name == "aarch64":
+        return aarch64_hwcaps(uc)
+    return riscv64_hwcaps(uc)
+
+
+AARCH64_HWCAP_NAMES = (
+    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
+    "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg"
+).split()
+
+
+def cpuinfo(spec: CpuSpec, uc: Uc, model_name: str) -> str:
+    """/proc/cpuinfo for one guest CPU, in the kernel's format for the arch."""
+    hwcap, _ = hwcaps(spec, uc)
+    if spec.name == "aarch64":
+        midr = uc.cpr_read(3, 0, 0, 0, 0)  # type: ignore[attr-defined]
+        features = " ".join(n for i, n in enumerate(AARCH64_HWCAP_NAMES) if hwcap >> i & 1)
+        return (
+            "processor\t: 0\n"
+            "BogoMIPS\t: 125.00\n"
+            f"Features\t: {features}\n"
+            f"CPU implementer\t: {midr >> 24 & 0xFF:#04x}\n"
+            f"CPU architecture: 8\n"
+            f"CPU variant\t: {midr >> 20 & 0xF:#x}\n"
+            f"CPU part\t: {midr >> 4 & 0xFFF:#05x}\n"
+            f"CPU revision\t: {midr & 0xF}\n\n"
+        )
+    misa = uc.reg_read(UC_RISCV_REG_MISA)
+    letters = "".join(
+        c.lower() for c in "IMAFDQCV" if misa >> (ord(c) - ord("A")) & 1
+    )
+    return (
+        "processor\t: 0\n"
+        "hart\t\t: 0\n"
+        f"isa\t\t: rv64{letters}\n"
+        "mmu\t\t: sv39\n"
+        f"uarch\t\t: qemuser,{model_name}\n\n"
+    )

@@ -1,0 +1,335 @@
+"""Memory management: brk, mmap, munmap, mprotect, mremap, madvise, msync, mlock."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap as host_mmap
+import os
+
+from qemuser.loader.memory import MIN_MAP_ADDRESS
+from qemuser.syscalls.process import Process
+from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
+
+PROT_NAMES = {1: "PROT_READ", 2: "PROT_WRITE", 4: "PROT_EXEC", 0x10: "PROT_BTI", 0x20: "PROT_MTE"}
+PROT_KNOWN = 7
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_GROWSDOWN = 0x100
+MAP_DENYWRITE = 0x800
+MAP_EXECUTABLE = 0x1000
+MAP_LOCKED = 0x2000
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
+MAP_FIXED_NOREPLACE = 0x100000
+MAP_KNOWN = (
+    MAP_TYPE | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_DENYWRITE | MAP_EXECUTABLE
+    | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB
+    | MAP_SYNC | MAP_FIXED_NOREPLACE | 0xFC000000  # huge page size bits
+)
+
+MAP_FLAG_NAMES = {
+    MAP_FIXED: "MAP_FIXED", MAP_ANONYMOUS: "MAP_ANONYMOUS", MAP_GROWSDOWN: "MAP_GROWSDOWN",
+    MAP_DENYWRITE: "MAP_DENYWRITE", MAP_EXECUTABLE: "MAP_EXECUTABLE", MAP_LOCKED: "MAP_LOCKED",
+    MAP_NORESERVE: "MAP_NORESERVE", MAP_POPULATE: "MAP_POPULATE", MAP_NONBLOCK: "MAP_NONBLOCK",
+    MAP_STACK: "MAP_STACK", MAP_HUGETLB: "MAP_HUGETLB", MAP_SYNC: "MAP_SYNC",
+    MAP_FIXED_NOREPLACE: "MAP_FIXED_NOREPLACE",
+}
+PROT = Flags(PROT_NAMES, zero="PROT_NONE")
+MAP_FLAGS = Flags(
+    MAP_FLAG_NAMES,
+    mask_field={1: "MAP_SHARED", 2: "MAP_PRIVATE", 3: "MAP_SHARED_VALIDATE"},
+    field_mask=MAP_TYPE,
+)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def host_shared_map(length: int, fd: int, offset: int, writable: bool) -> int:
+    """A host MAP_SHARED mapping (of a file, or anonymous with fd -1); its address."""
+    prot = host_mmap.PROT_READ | (host_mmap.PROT_WRITE if writable else 0)
+    flags = host_mmap.MAP_SHARED | (host_mmap.MAP_ANONYMOUS if fd < 0 else 0)
+    address = _libc.mmap(None, length, prot, flags, fd, offset)
+    if address == MAP_FAILED or address is None:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return address
+
+
+@syscall("brk", PTR, ret=Ret.HEX)
+def brk(proc: Process, new: int) -> int:
+    mem = proc.mem
+    if new < mem.brk_start:
+        return mem.brk
+    old_end = mem.page_align(mem.brk)
+    new_end = mem.page_align(new)
+    if new_end > old_end:
+        if not mem.is_free(old_end, new_end) or new_end > proc.stack_low:
+            return mem.brk
+        mem.map(old_end, new_end - old_end, 3, "[heap]")
+        _join_heap(proc, old_end)
+    elif new_end < old_end:
+        mem.unmap(new_end, old_end - new_end)
+    mem.brk = new
+    return new
+
+
+def _join_heap(proc: Process, boundary: int) -> None:
+    proc.mem._merge_around(boundary - 1, boundary + 1)
+
+
+@syscall("mmap", PTR, ULONG, PROT, MAP_FLAGS, FD, LONG, ret=Ret.HEX)
+def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+    mem = proc.mem
+    page = mem.page_size
+    kind = flags & MAP_TYPE
+    if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        return -errno.EINVAL
+    if kind == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN:
+        return -errno.EOPNOTSUPP
+    if length == 0 or offset % page:
+        return -errno.EINVAL
+    size = mem.page_align(length)
+    if size == 0 or size > (1 << 47):
+        return -errno.ENOMEM
+    fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)
+    if fixed:
+        if addr % page:
+            return -errno.EINVAL
+        if addr < MIN_MAP_ADDRESS:
+            return -errno.EPERM
+        if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED and not mem.is_free(addr, addr + size):
+            return -errno.EEXIST
+        start = addr
+    else:
+        found = mem.find_free(size, addr)
+        if found is None:
+            return -errno.ENOMEM
+        start = found
+    anonymous = bool(flags & MAP_ANONYMOUS)
+    shared = kind in (MAP_SHARED, MAP_SHARED_VALIDATE)
+    name = ""
+    device = inode = 0
+    if not anonymous:
+        st = os.fstat(fd)  # EBADF
+        import stat as host_stat
+
+        if host_stat.S_ISDIR(st.st_mode):
+            return -errno.ENODEV
+        mode = _access_mode(fd)
+        if mode == os.O_WRONLY:
+            return -errno.EACCES
+        if shared and prot & 2 and mode != os.O_RDWR:
+            return -errno.EACCES
+        name = _fd_name(fd)
+        device, inode = st.st_dev, st.st_ino
+    prot &= PROT_KNOWN
+    if shared:
+        host_address = host_shared_map(size, -1 if anonymous else fd, 0 if anonymous else offset, True)
+        m = mem.map(start, size, prot, name or "/dev/zero (deleted)", offset=offset,
+                    host_address=host_address, device=device, inode=inode)
+        m.shared = True
+    else:
+        mem.map(start, size, prot, name, offset=offset if not anonymous else 0,
+                device=device, inode=inode)
+        if not anonymous:
+            data = os.pread(fd, size, offset)
+            mem.write_init(start, data)
+    return start
+
+
+def _access_mode(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+
+
+def _fd_name(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+@syscall("munmap", PTR, ULONG)
+def munmap(proc: Process, addr: int, length: int) -> int:
+    mem = proc.mem
+    if addr % mem.page_size or length == 0:
+        return -errno.EINVAL
+    mem.unmap(addr, mem.page_align(length))
+    return 0
+
+
+@syscall("mprotect", PTR, ULONG, PROT)
+def mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
+    mem = proc.mem
+    if addr % mem.page_size:
+        return -errno.EINVAL
+    if prot & ~(PROT_KNOWN | 0x10 | 0x20 | 0x01000000 | 0x02000000):
+        return -errno.EINVAL
+    size = mem.page_align(length)
+    if size == 0:
+        return 0
+    if not mem.protect(addr, size, prot & PROT_KNOWN):
+        return -errno.ENOMEM
+    return 0
+
+
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+
+@syscall("mremap", PTR, ULONG, ULONG, Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED", 4: "MREMAP_DONTUNMAP"}), PTR, ret=Ret.HEX)
+def mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
+    mem = proc.mem
+    page = mem.page_size
+    if old % page or flags & ~7 or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
+        return -errno.EINVAL
+    old_size = mem.page_align(old_size)
+    new_size = mem.page_align(new_size)
+    if new_size == 0:
+        return -errno.EINVAL
+    m = mem.find(old)
+    if m is None or not mem.is_fully_mapped(old, old + max(old_size, page)):
+        return -errno.EFAULT
+    if m.shared:
+        return -errno.EINVAL if new_size > old_size else _shrink(proc, old, old_size, new_size)
+    if flags & MREMAP_FIXED:
+        if new_addr % page:
+            return -errno.EINVAL
+        mem.move(old, old_size, new_addr, new_size)
+        return new_addr
+    if new_size <= old_size:
+        return _shrink(proc, old, old_size, new_size)
+    # grow in place when the pages after it are free
+    if mem.is_free(old + old_size, old + new_size):
+        mem.map(old + old_size, new_size - old_size, m.prot, m.name,
+                offset=m.offset + (old + old_size - m.start) if m.name else 0,
+                device=m.device, inode=m.inode)
+        mem._merge_around(old, old + new_size)
+        return old
+    if not flags & MREMAP_MAYMOVE:
+        return -errno.ENOMEM
+    target = mem.find_free(new_size)
+    if target is None:
+        return -errno.ENOMEM
+    mem.move(old, old_size, target, new_size)
+    return target
+
+
+def _shrink(proc: Process, old: int, old_size: int, new_size: int) -> int:
+    if new_size < old_size:
+        proc.mem.unmap(old + new_size, old_size - new_size)
+    return old
+
+
+MADV_NAMES = {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED",
+              4: "MADV_DONTNEED", 8: "MADV_FREE", 9: "MADV_REMOVE", 10: "MADV_DONTFORK",
+              11: "MADV_DOFORK", 12: "MADV_MERGEABLE", 13: "MADV_UNMERGEABLE",
+              14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE", 16: "MADV_DONTDUMP", 17: "MADV_DODUMP",
+              18: "MADV_WIPEONFORK", 19: "MADV_KEEPONFORK", 20: "MADV_COLD", 21: "MADV_PAGEOUT",
+              22: "MADV_POPULATE_READ", 23: "MADV_POPULATE_WRITE", 100: "MADV_HWPOISON"}
+
+
+@syscall("madvise", PTR, ULONG, Enum(MADV_NAMES))
+def madvise(proc: Process, addr: int, length: int, advice: int) -> int:
+    mem = proc.mem
+    if addr % mem.page_size or advice not in MADV_NAMES:
+        return -errno.EINVAL
+    size = mem.page_align(length)
+    if size == 0:
+        return 0
+    if not mem.is_fully_mapped(addr, addr + size):
+        return -errno.ENOMEM
+    if advice in (4, 8, 9):  # DONTNEED / FREE / REMOVE: private anonymous pages read as zero
+        pos = addr
+        while pos < addr + size:
+            m = mem.find(pos)
+            assert m is not None
+            end = min(m.end, addr + size)
+            if not m.shared:
+                if m.name and advice == 4:
+                    # a private file page goes back to the file's contents
+                    mem.write_init(pos, _file_contents(m, pos, end - pos))
+                else:
+                    mem.write_init(pos, bytes(end - pos))
+            pos = end
+    return 0
+
+
+def _file_contents(m, start: int, length: int) -> bytes:
+    try:
+        with open(m.name, "rb") as f:
+            f.seek(m.offset + (start - m.start))
+            data = f.read(length)
+    except OSError:
+        data = b""
+    return data + bytes(length - len(data))
+
+
+@syscall("msync", PTR, ULONG, Flags({1: "MS_ASYNC", 2: "MS_INVALIDATE", 4: "MS_SYNC"}))
+def msync(proc: Process, addr: int, length: int, flags: int) -> int:
+    mem = proc.mem
+    if addr % mem.page_size or flags & ~7 or (flags & 1 and flags & 4):
+        return -errno.EINVAL
+    size = mem.page_align(length)
+    if not mem.is_fully_mapped(addr, addr + size):
+        return -errno.ENOMEM
+    pos = addr
+    while pos < addr + size:
+        m = mem.find(pos)
+        assert m is not None
+        end = min(m.end, addr + size)
+        if m.host_address is not None:
+            host = m.host_address + (pos - m.start)
+            _libc.msync(ctypes.c_void_p(host), end - pos, flags)
+        pos = end
+    return 0
+
+
+@syscall("mlock", PTR, ULONG)
+def mlock(proc: Process, addr: int, length: int) -> int:
+    return 0 if proc.mem.is_fully_mapped(addr & ~0xFFF, proc.mem.page_align(addr + length)) else -errno.ENOMEM
+
+
+@syscall("munlock", PTR, ULONG)
+def munlock(proc: Process, addr: int, length: int) -> int:
+    return mlock(proc, addr, length)
+
+
+@syscall("mlockall", INT)
+def mlockall(proc: Process, flags: int) -> int:
+    return 0
+
+
+@syscall("munlockall")
+def munlockall(proc: Process) -> int:
+    return 0
+
+
+@syscall("mincore", PTR, ULONG, PTR)
+def mincore(proc: Process, addr: int, length: int, vec: int) -> int:
+    mem = proc.mem
+    if addr % mem.page_size:
+        return -errno.EINVAL
+    size = mem.page_align(length)
+    if not mem.is_fully_mapped(addr, addr + size):
+        return -errno.ENOMEM
+    proc.mem.write(vec, b"\x01" * (size // mem.page_size))
+    return 0

@@ -1,0 +1,76 @@
+"""/proc files that describe the guest itself rather than the emulator."""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from qemuser.syscalls.linux import cpuinfo
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.process import Process
+
+
+def _self_prefixes(proc: Process) -> tuple[bytes, ...]:
+    return (b"/proc/self/", f"/proc/{proc.pid}/".encode(), b"/proc/thread-self/")
+
+
+def synthetic_file(proc: Process, path: bytes) -> bytes | None:
+    path = os.path.normpath(path) if path.startswith(b"/proc/") else path
+    if path == b"/proc/cpuinfo":
+        return cpuinfo(proc.spec, proc.uc, proc.model.name).encode()
+    for prefix in _self_prefixes(proc):
+        if path.startswith(prefix):
+            name = path[len(prefix) :]
+            maker = _SELF_FILES.get(name)
+            return maker(proc) if maker else None
+    return None
+
+
+def maps(proc: Process) -> bytes:
+    lines = []
+    for m in proc.mem.mappings():
+        perms = (
+            ("r" if m.prot & 1 else "-") + ("w" if m.prot & 2 else "-")
+            + ("x" if m.prot & 4 else "-") + ("s" if m.shared else "p")
+        )
+        dev = f"{os.major(m.device):02x}:{os.minor(m.device):02x}"
+        head = f"{m.start:08x}-{m.end:08x} {perms} {m.offset:08x} {dev} {m.inode}"
+        lines.append(f"{head:<72} {m.name}".rstrip() if m.name else head)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def smaps(proc: Process) -> bytes:
+    out = []
+    for line, m in zip(maps(proc).decode().splitlines(), proc.mem.mappings()):
+        kb = m.size // 1024
+        out.append(line)
+        out.append(f"Size:           {kb:>8} kB")
+        out.append(f"Rss:            {kb:>8} kB")
+        out.append("Swap:                  0 kB")
+        out.append(f"VmFlags: {'rd ' if m.prot & 1 else ''}{'wr ' if m.prot & 2 else ''}"
+                   f"{'ex ' if m.prot & 4 else ''}".rstrip())
+    return ("\n".join(out) + "\n").encode()
+
+
+def cmdline(proc: Process) -> bytes:
+    return b"".join(a + b"\0" for a in proc.config.argv)
+
+
+def environ(proc: Process) -> bytes:
+    return b"".join(e + b"\0" for e in proc.config.env)
+
+
+def auxv(proc: Process) -> bytes:
+    assert proc.stack is not None
+    return b"".join(struct.pack("<QQ", k, v) for k, v in proc.stack.auxv)
+
+
+_SELF_FILES = {
+    b"maps": maps,
+    b"smaps": smaps,
+    b"cmdline": cmdline,
+    b"environ": environ,
+    b"auxv": auxv,
+}

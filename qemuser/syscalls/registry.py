@@ -1,0 +1,294 @@
+"""One registry of system calls: each handler is declared once, with its name and argument kinds.
+
+The same declaration drives dispatch (decoding arguments for the handler) and -strace (printing
+them). Handlers take the Process and the decoded arguments and return an int result; an OSError
+becomes -errno and a GuestFault -EFAULT, in `dispatch` alone.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qemuser.loader.memory import GuestFault
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.process import Process
+
+MASK64 = (1 << 64) - 1
+AT_FDCWD = -100
+
+
+def s32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & 0x8000_0000 else value
+
+
+def s64(value: int) -> int:
+    value &= MASK64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def c_string_literal(data: bytes, limit: int = 64) -> str:
+    """A guest string as strace shows it: quoted, escaped, cut with '...' past `limit`."""
+    shown = data[:limit]
+    out = []
+    for b in shown:
+        c = chr(b)
+        if c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif c == '"':
+            out.append('\\"')
+        elif c == "\\":
+            out.append("\\\\")
+        elif 32 <= b < 127:
+            out.append(c)
+        else:
+            out.append(f"\\{b:o}")
+    return '"' + "".join(out) + '"' + ("..." if len(data) > limit else "")
+
+
+class ArgKind:
+    """How one argument is decoded for the handler and shown by -strace."""
+
+    def decode(self, proc: Process, raw: int) -> Any:
+        return raw
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return str(s64(raw))
+
+
+class Int(ArgKind):
+    """A C int: 32-bit signed."""
+
+    def decode(self, proc: Process, raw: int) -> int:
+        return s32(raw)
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return str(s32(raw))
+
+
+class Long(ArgKind):
+    def decode(self, proc: Process, raw: int) -> int:
+        return s64(raw)
+
+
+class ULong(ArgKind):
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return str(raw & MASK64)
+
+
+class Ptr(ArgKind):
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return "NULL" if raw == 0 else f"{raw:#x}"
+
+
+class Fd(Int):
+    pass
+
+
+class DirFd(Int):
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return "AT_FDCWD" if s32(raw) == AT_FDCWD else str(s32(raw))
+
+
+class Path(ArgKind):
+    """A NUL-terminated path: the handler gets bytes (None for a NULL pointer)."""
+
+    def decode(self, proc: Process, raw: int) -> bytes | None:
+        if raw == 0:
+            return None
+        path = proc.mem.read_cstr(raw, 4097)
+        if len(path) >= 4096:
+            raise OSError(errno.ENAMETOOLONG, "path too long")
+        return path
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        if raw == 0:
+            return "NULL"
+        try:
+            return c_string_literal(proc.mem.read_cstr(raw, 4097), 4096)
+        except GuestFault:
+            return f"{raw:#x}"
+
+
+class InBuf(ArgKind):
+    """A buffer the guest gives, its length in argument `length_arg`: strace shows the bytes."""
+
+    def __init__(self, length_arg: int) -> None:
+        self.length_arg = length_arg
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        try:
+            return c_string_literal(proc.mem.read(raw, min(args[self.length_arg], 65)), 64)
+        except GuestFault:
+            return f"{raw:#x}"
+
+
+class OutBuf(InBuf):
+    """A buffer the kernel fills: strace shows what the call returned in it."""
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        if result < 0:
+            return f"{raw:#x}"
+        try:
+            return c_string_literal(proc.mem.read(raw, min(result, 65)), 64)
+        except GuestFault:
+            return f"{raw:#x}"
+
+
+class Flags(ArgKind):
+    """Bit flags shown by name (O_RDONLY|O_CLOEXEC); `zero` names the value 0 if it has one."""
+
+    def __init__(self, names: dict[int, str], zero: str = "0", mask_field: dict[int, str] | None = None,
+                 field_mask: int = 0, octal: bool = False) -> None:
+        self.names = names
+        self.zero = zero
+        self.field_names = mask_field or {}
+        self.field_mask = field_mask
+        self.octal = octal
+
+    def decode(self, proc: Process, raw: int) -> int:
+        return raw & 0xFFFF_FFFF
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        value = raw & 0xFFFF_FFFF
+        parts = []
+        if self.field_mask:
+            field = value & self.field_mask
+            parts.append(self.field_names.get(field, f"{field:#x}"))
+            value &= ~self.field_mask
+        for bit, name in self.names.items():
+            if value & bit == bit and bit:
+                parts.append(name)
+                value &= ~bit
+        if value:
+            parts.append(f"{value:#o}" if self.octal else f"{value:#x}")
+        if not parts:
+            return self.zero
+        return "|".join(parts)
+
+
+class Enum(ArgKind):
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+
+    def decode(self, proc: Process, raw: int) -> int:
+        return s32(raw)
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return self.names.get(s32(raw), str(s32(raw)))
+
+
+class Octal(ArgKind):
+    def decode(self, proc: Process, raw: int) -> int:
+        return raw & 0xFFFF_FFFF
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        return f"0{raw & 0xFFFF_FFFF:o}"
+
+
+class StructOut(ArgKind):
+    """An out-pointer to a struct: strace shows selected fields after the call."""
+
+    def __init__(self, show: Callable[[Process, int], str]) -> None:
+        self.show = show
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        if raw == 0:
+            return "NULL"
+        if result < 0:
+            return f"{raw:#x}"
+        try:
+            return self.show(proc, raw)
+        except GuestFault:
+            return f"{raw:#x}"
+
+
+class StructIn(StructOut):
+    """An in-pointer to a struct: strace shows selected fields."""
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        if raw == 0:
+            return "NULL"
+        try:
+            return self.show(proc, raw)
+        except GuestFault:
+            return f"{raw:#x}"
+
+
+INT = Int()
+LONG = Long()
+ULONG = ULong()
+PTR = Ptr()
+FD = Fd()
+DIRFD = DirFd()
+PATH = Path()
+OCTAL = Octal()
+
+
+class Ret:
+    INT = "int"
+    HEX = "hex"  # addresses (mmap, brk)
+    NONE = "none"  # never returns (exit)
+
+
+@dataclass(frozen=True)
+class SyscallDef:
+    name: str
+    handler: Callable[..., int]
+    args: tuple[ArgKind, ...]
+    ret: str = Ret.INT
+    restartable: bool = False  # SA_RESTART applies when it is interrupted (issue 3)
+
+
+REGISTRY: dict[str, SyscallDef] = {}
+
+
+def syscall(name: str, *args: ArgKind, ret: str = Ret.INT) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Declare the handler of system call `name` with the kinds of its arguments."""
+
+    def register(handler: Callable[..., int]) -> Callable[..., int]:
+        if name in REGISTRY:
+            raise ValueError(f"syscall {name} declared twice")
+        REGISTRY[name] = SyscallDef(name, handler, args, ret)
+        return handler
+
+    return register
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))
+
+
+def format_call(proc: Process, sysdef: SyscallDef, raw: tuple[int, ...], result: int | None) -> str:
+    """One -strace line: name(args) = result, with errno names."""
+    shown = []
+    res = 0 if result is None else result
+    for kind, value in zip(sysdef.args, raw):
+        try:
+            shown.append(kind.format(proc, value, raw, res))
+        except Exception:  # a formatter must never break the guest
+            shown.append(f"{value:#x}")
+    head = f"{proc.pid} {sysdef.name}({','.join(shown)})"
+    if result is None:
+        return head
+    if -4096 < result < 0:
+        code = -result
+        return f"{head} = -1 errno={code} ({errno_name(code)}: {_strerror(code)})"
+    if sysdef.ret == Ret.HEX:
+        return f"{head} = {result & MASK64:#x}"
+    return f"{head} = {result}"
+
+
+def _strerror(code: int) -> str:
+    import os
+
+    try:
+        return os.strerror(code)
+    except ValueError:
+        return "Unknown error"
