@@ -1,14 +1,17 @@
 """qemuser-aarch64 / qemuser-riscv64: qemu-user's command line.
 
-Options come before the program; everything after the program belongs to the guest. Each option
-also has qemu-user's environment variable. Errors are one line and exit status 1.
+Options come before the program; everything after the program belongs to the guest. As in
+qemu-user, each option has an environment variable that does the same; the variables are applied
+first, so an option on the command line wins. `--foo` is accepted for `-foo`. Errors are one line
+on stderr and exit status 1; the guest's own exit status (or fatal signal) is ours otherwise.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import click
 
@@ -24,41 +27,82 @@ LOG_ITEMS = {
     "page": "dump the guest's memory layout at start",
 }
 
+# qemu-user never gives the guest less than 32 pages of stack (STACK_LOWER_LIMIT in
+# linux-user/elfload.c), whatever -s says.
+MIN_STACK_SIZE = 32 * 4096
+# Beyond this the engine may fail to back the mapping (it depends on the host's memory), which
+# would surface as an engine error: refuse it up front with a clear message instead.
+MAX_STACK_SIZE = 4 << 30
+
+SIZE_SUFFIXES = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30}
+
 
 class UsageError(Exception):
-    pass
+    """A bad command line or environment variable: one line for the user, exit status 1."""
+
+
+class Done(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """An option that prints something (help, version, lists) and ends the run with status 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
 
 
 def parse_size(text: str) -> int:
-    """qemu's sizes: a number with an optional k/M/G suffix (binary)."""
-    units = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30}
-    t = text.strip()
+    """A stack size as qemu takes it: a number (decimal, 0x hex, 0 octal) with an optional
+    k/M/G binary suffix. Raises UsageError for anything else, zero, or a size too large."""
+    digits = text.strip()
     factor = 1
-    if t and t[-1] in units:
-        factor = units[t[-1]]
-        t = t[:-1]
+    if digits and digits[-1] in SIZE_SUFFIXES:
+        factor = SIZE_SUFFIXES[digits[-1]]
+        digits = digits[:-1]
     try:
-        value = int(t, 0) * factor
+        value = int(digits, 0) * factor
     except ValueError:
         raise UsageError(f"invalid stack size '{text}'") from None
     if value <= 0:
         raise UsageError(f"invalid stack size '{text}'")
-    return value
+    if value > MAX_STACK_SIZE:
+        raise UsageError(f"stack size '{text}' is too large (at most {MAX_STACK_SIZE >> 30}G)")
+    return max(value, MIN_STACK_SIZE)
 
 
 def parse_log_items(text: str) -> frozenset[str]:
-    items = frozenset(i.strip() for i in text.split(",") if i.strip())
+    """`-d` items, comma separated; "help" is kept for the caller to act on."""
+    items = frozenset(item.strip() for item in text.split(",") if item.strip())
     unknown = sorted(items - set(LOG_ITEMS) - {"help"})
     if unknown:
         raise UsageError(f"unknown log item '{unknown[0]}' (try -d help)")
     return items
 
 
+def split_assignments(text: str) -> list[str]:
+    """`-E a=1,b=2`: qemu splits on commas (getsubopt style); every item needs a '='."""
+    items = [item for item in text.split(",") if item]
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise UsageError(f"'{item}' is not var=value (in -E / QEMU_SET_ENV)")
+    return items
+
+
+def split_names(text: str) -> list[str]:
+    """`-U a,b`: variable names only."""
+    items = [item for item in text.split(",") if item]
+    for item in items:
+        if "=" in item:
+            raise UsageError(f"'{item}' is not a variable name (in -U / QEMU_UNSET_ENV)")
+    return items
+
+
 @dataclass
 class Settings:
+    """What the options asked for, before it becomes a RunConfig."""
+
+    arch: str
     sysroot: str | None = None
-    set_env: tuple[str, ...] = ()
-    unset_env: tuple[str, ...] = ()
+    set_env: list[str] = field(default_factory=list)
+    unset_env: list[str] = field(default_factory=list)
     argv0: str | None = None
     cpu: str | None = None
     stack_size: int = DEFAULT_STACK_SIZE
@@ -67,46 +111,124 @@ class Settings:
     log_file: str | None = None
 
 
-def from_environment(arch: str) -> Settings:
-    env = os.environ
-    s = Settings()
-    if "QEMU_LD_PREFIX" in env:
-        s.sysroot = env["QEMU_LD_PREFIX"]
-    elif os.path.isdir(f"/usr/{CPUS[arch].name}-linux-gnu"):
-        s.sysroot = f"/usr/{CPUS[arch].name}-linux-gnu"
-    if "QEMU_SET_ENV" in env:
-        s.set_env = tuple(e for e in env["QEMU_SET_ENV"].split(",") if e)
-    if "QEMU_UNSET_ENV" in env:
-        s.unset_env = tuple(e for e in env["QEMU_UNSET_ENV"].split(",") if e)
-    s.cpu = env.get("QEMU_CPU") or None
-    if "QEMU_STACK_SIZE" in env:
-        s.stack_size = parse_size(env["QEMU_STACK_SIZE"])
-    if env.get("QEMU_STRACE"):
-        s.strace = True
-    if "QEMU_LOG" in env:
-        s.log_items = parse_log_items(env["QEMU_LOG"])
-    s.log_file = env.get("QEMU_LOG_FILENAME") or None
-    return s
+def default_sysroot(arch: str) -> str | None:
+    """Debian's cross sysroot for the arch, when it is installed."""
+    path = f"/usr/{CPUS[arch].name}-linux-gnu"
+    return path if os.path.isdir(path) else None
 
 
-def guest_environment(settings: Settings) -> list[bytes]:
-    env = dict(os.environb)
-    for name in (b"QEMU_LD_PREFIX",):
-        pass
-    for item in settings.set_env:
-        name, _, value = item.partition("=")
-        env[os.fsencode(name)] = os.fsencode(value)
-    for name in settings.unset_env:
-        env.pop(os.fsencode(name), None)
-    return [k + b"=" + v for k, v in env.items()]
+# ---- what each option does (shared by the flag and its environment variable) ----------------
+
+
+def _set_sysroot(s: Settings, value: str) -> None:
+    s.sysroot = value or None
+
+
+def _set_stack_size(s: Settings, value: str) -> None:
+    s.stack_size = parse_size(value)
+
+
+def _set_cpu(s: Settings, value: str) -> None:
+    if value == "help":
+        raise Done(cpu_help(s.arch))
+    try:
+        CPUS[s.arch].model(value)
+    except KeyError:
+        raise UsageError(f"unable to find CPU model '{value}' (try -cpu help)") from None
+    s.cpu = value
+
+
+def _set_env(s: Settings, value: str) -> None:
+    s.set_env += split_assignments(value)
+
+
+def _unset_env(s: Settings, value: str) -> None:
+    s.unset_env += split_names(value)
+
+
+def _set_argv0(s: Settings, value: str) -> None:
+    s.argv0 = value
+
+
+def _set_log_items(s: Settings, value: str) -> None:
+    items = parse_log_items(value)
+    if "help" in items:
+        raise Done(log_help())
+    s.log_items = items
+
+
+def _set_log_file(s: Settings, value: str) -> None:
+    s.log_file = value or None
+
+
+def _set_strace(s: Settings, _value: str) -> None:
+    s.strace = True
+
+
+def _show_help(s: Settings, _value: str) -> None:
+    raise Done(usage(s.arch))
+
+
+def _show_version(s: Settings, _value: str) -> None:
+    raise Done(version_text(s.arch))
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str | None  # qemu-user's environment variable for the same thing
+    metavar: str | None  # None: the option takes no value
+    apply: Callable[[Settings, str], None]
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("-h", None, None, _show_help, "print this help"),
+    Option("-help", None, None, _show_help, "print this help"),
+    Option(
+        "-L", "QEMU_LD_PREFIX", "path", _set_sysroot, "set the elf interpreter prefix to 'path'"
+    ),
+    Option(
+        "-s",
+        "QEMU_STACK_SIZE",
+        "size",
+        _set_stack_size,
+        "set the stack size to 'size' bytes (k/M/G suffixes)",
+    ),
+    Option("-cpu", "QEMU_CPU", "model", _set_cpu, "select CPU (-cpu help for list)"),
+    Option(
+        "-E", "QEMU_SET_ENV", "var=value", _set_env, "sets targets environment variable (see below)"
+    ),
+    Option(
+        "-U", "QEMU_UNSET_ENV", "var", _unset_env, "unsets targets environment variable (see below)"
+    ),
+    Option("-0", "QEMU_ARGV0", "argv0", _set_argv0, "forces target process argv[0] to be 'argv0'"),
+    Option(
+        "-d",
+        "QEMU_LOG",
+        "item[,...]",
+        _set_log_items,
+        "enable logging of specified items (use '-d help' for a list)",
+    ),
+    Option(
+        "-D",
+        "QEMU_LOG_FILENAME",
+        "logfile",
+        _set_log_file,
+        "write logs to 'logfile' (default stderr)",
+    ),
+    Option("-strace", "QEMU_STRACE", None, _set_strace, "log system calls"),
+    Option("-version", "QEMU_VERSION", None, _show_version, "display version information and exit"),
+)
+OPTIONS_BY_FLAG = {option.flag: option for option in OPTIONS}
 
 
 def cpu_help(arch: str) -> str:
     spec = CPUS[arch]
     lines = [f"Available CPUs ({arch}):"]
-    for i, m in enumerate(spec.models):
-        default = " (default)" if i == 0 else ""
-        lines.append(f"  {m.name:<14} {m.description}{default}")
+    for index, model in enumerate(spec.models):
+        default = " (default)" if index == 0 else ""
+        lines.append(f"  {model.name:<14} {model.description}{default}")
     return "\n".join(lines)
 
 
@@ -116,117 +238,100 @@ def log_help() -> str:
     return "\n".join(lines)
 
 
+def version_text(arch: str) -> str:
+    return (
+        f"qemuser-{arch} version {__version__} (qemu-user compatible)\n"
+        "A Python re-creation of QEMU's user mode on the unicorn CPU emulator"
+    )
+
+
 def usage(arch: str) -> str:
+    rows = []
+    for option in OPTIONS:
+        argument = f"{option.flag} {option.metavar}" if option.metavar else option.flag
+        rows.append(f"{argument:<20} {option.env or '':<17} {option.help}")
+    table = "\n".join(rows)
+    sysroot = default_sysroot(arch) or "(none)"
     return f"""usage: qemuser-{arch} [options] program [arguments...]
-Linux CPU emulator (qemu-user compatible), {arch} guests on this host
+Linux CPU emulator (qemu-user compatible): runs {arch} Linux programs on this host
 
 Options and associated environment variables:
 
 Argument             Env-variable      Description
--h                                     print this help
--help                                  print this help
--L path              QEMU_LD_PREFIX    set the elf interpreter prefix to 'path'
-                                       (default: /usr/{arch}-linux-gnu when it exists)
--s size              QEMU_STACK_SIZE   set the stack size to 'size' bytes
--cpu model           QEMU_CPU          select CPU (-cpu help for list)
--E var=value         QEMU_SET_ENV      sets targets environment variable (see below)
--U var               QEMU_UNSET_ENV    unsets targets environment variable (see below)
--0 argv0             QEMU_ARGV0        forces target process argv[0] to be 'argv0'
--d item[,...]        QEMU_LOG          enable logging of specified items (use '-d help' for a list)
--D logfile           QEMU_LOG_FILENAME write logs to 'logfile' (default stderr)
--strace              QEMU_STRACE       log system calls
--version             QEMU_VERSION      display version information and exit
+{table}
 
 Defaults:
-QEMU_LD_PREFIX  = /usr/{arch}-linux-gnu
+QEMU_LD_PREFIX  = {sysroot}
 QEMU_STACK_SIZE = {DEFAULT_STACK_SIZE} byte
 
 You can use -E and -U options or the QEMU_SET_ENV and QEMU_UNSET_ENV
 environment variables to set and unset environment variables for the target process.
 It is possible to provide several variables by separating them by commas in getsubopt(3)
-style."""
+style. Setting a variable more than once, or setting and unsetting it, is allowed:
+  -E var1=val2 -E var2=val2 -U LD_PRELOAD -E LD_DEBUG=1
+  QEMU_SET_ENV=var1=val2,var2=val2 QEMU_UNSET_ENV=LD_PRELOAD,LD_DEBUG"""
 
 
-# option -> takes a value?
-OPTIONS = {
-    "-h": False, "-help": False, "--help": False, "-L": True, "-s": True, "-cpu": True,
-    "-E": True, "-U": True, "-0": True, "-d": True, "-D": True, "-strace": False,
-    "-version": False, "--version": False,
-}
+def parse_args(
+    arch: str, args: list[str], environ: dict[str, str] | None = None
+) -> tuple[Settings, str, list[str]]:
+    """Parse qemu-user style arguments (after the environment variables).
 
-
-def parse_args(arch: str, args: list[str]) -> tuple[Settings, str, list[str]] | str:
-    """Parse qemu-user style arguments. Returns (settings, program, guest args), or text to
-    print and exit 0 with (help, version, lists)."""
-    s = from_environment(arch)
-    argv0 = os.environ.get("QEMU_ARGV0") or None
-    i = 0
-    set_env = list(s.set_env)
-    unset_env = list(s.unset_env)
-    while i < len(args):
-        arg = args[i]
+    Returns (settings, program, guest args). Raises UsageError for a bad command line and Done
+    for options that only print something.
+    """
+    env = os.environ if environ is None else environ
+    settings = Settings(arch=arch, sysroot=default_sysroot(arch))
+    for option in OPTIONS:
+        if option.env is None or option.env not in env:
+            continue
+        try:
+            option.apply(settings, env[option.env])
+        except UsageError as exc:
+            raise UsageError(f"{exc} (from {option.env})") from None
+    index = 0
+    while index < len(args):
+        arg = args[index]
         if not arg.startswith("-") or arg == "-":
             break
+        index += 1
         if arg == "--":
-            i += 1
             break
-        name = "-" + arg.lstrip("-") if arg.startswith("--") and arg not in OPTIONS else arg
-        if name not in OPTIONS:
+        # qemu treats --foo as -foo
+        flag = arg[1:] if arg.startswith("--") else arg
+        option = OPTIONS_BY_FLAG.get(flag)
+        if option is None:
             raise UsageError(f"unknown option '{arg}' (try -h)")
-        value = None
-        if OPTIONS[name]:
-            if i + 1 >= len(args):
-                raise UsageError(f"option '{arg}' needs an argument")
-            value = args[i + 1]
-            i += 2
-        else:
-            i += 1
-        if name in ("-h", "-help", "--help"):
-            return usage(arch)
-        if name in ("-version", "--version"):
-            return f"qemuser-{arch} version {__version__} (qemu-user compatible)"
-        if name == "-L":
-            s.sysroot = value
-        elif name == "-s":
-            s.stack_size = parse_size(value)
-        elif name == "-cpu":
-            if value == "help":
-                return cpu_help(arch)
-            s.cpu = value
-        elif name == "-E":
-            set_env += [e for e in value.split(",") if e]
-        elif name == "-U":
-            unset_env += [e for e in value.split(",") if e]
-        elif name == "-0":
-            argv0 = value
-        elif name == "-d":
-            items = parse_log_items(value)
-            if "help" in items:
-                return log_help()
-            s.log_items = items
-        elif name == "-D":
-            s.log_file = value
-        elif name == "-strace":
-            s.strace = True
-    s.set_env = tuple(set_env)
-    s.unset_env = tuple(unset_env)
-    s.argv0 = argv0
-    if "strace" in s.log_items:
-        s.strace = True
-    if s.cpu is not None:
-        try:
-            CPUS[arch].model(s.cpu)
-        except KeyError:
-            raise UsageError(f"unable to find CPU model '{s.cpu}' (try -cpu help)") from None
-    if i >= len(args):
+        value = ""
+        if option.metavar is not None:
+            if index >= len(args):
+                raise UsageError(f"option '{arg}' needs an argument ({option.metavar})")
+            value = args[index]
+            index += 1
+        option.apply(settings, value)
+    if "strace" in settings.log_items:
+        settings.strace = True
+    if index >= len(args):
         raise UsageError("no program given (try -h)")
-    return s, args[i], args[i + 1 :]
+    return settings, args[index], args[index + 1 :]
 
 
-def build_config(arch: str, settings: Settings, program: str, guest_args: list[str]) -> RunConfig:
+def guest_environment(settings: Settings, environ: dict[bytes, bytes] | None = None) -> list[bytes]:
+    """The host environment with -E/-U applied, in order: a variable that -E changes keeps its
+    place, a new one comes last (env(1)'s order; qemu-user's envlist reverses the host's)."""
+    env = dict(os.environb if environ is None else environ)
+    for item in settings.set_env:
+        name, _, value = item.partition("=")
+        env[os.fsencode(name)] = os.fsencode(value)
+    for name in settings.unset_env:
+        env.pop(os.fsencode(name), None)
+    return [name + b"=" + value for name, value in env.items()]
+
+
+def build_config(settings: Settings, program: str, guest_args: list[str]) -> RunConfig:
     argv0 = settings.argv0 if settings.argv0 is not None else program
     return RunConfig(
-        arch=arch,
+        arch=settings.arch,
         program=program,
         argv=[os.fsencode(argv0)] + [os.fsencode(a) for a in guest_args],
         env=guest_environment(settings),
@@ -239,26 +344,40 @@ def build_config(arch: str, settings: Settings, program: str, guest_args: list[s
     )
 
 
+def check_log_file(path: str | None) -> None:
+    """Fail now, with one line, when the -D file cannot be written (qemu exits too)."""
+    if path is None:
+        return
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot open log file '{path}': {exc.strerror}") from None
+
+
 def main_for(arch: str, args: list[str] | None = None) -> int:
+    """Run qemuser-<arch> with `args` (default: sys.argv); returns the exit status."""
     prog = f"qemuser-{arch}"
     try:
-        parsed = parse_args(arch, sys.argv[1:] if args is None else args)
-        if isinstance(parsed, str):
-            click.echo(parsed)
-            return 0
-        settings, program, guest_args = parsed
-        config = build_config(arch, settings, program, guest_args)
+        settings, program, guest_args = parse_args(arch, sys.argv[1:] if args is None else args)
+        check_log_file(settings.log_file)
+        config = build_config(settings, program, guest_args)
         from qemuser.syscalls.emulator import run
 
         return run(config)
-    except UsageError as exc:
-        click.echo(f"{prog}: {exc}", err=True)
-        return 1
-    except LoadError as exc:
+    except Done as done:
+        click.echo(done.text)
+        return 0
+    except (UsageError, LoadError) as exc:
         click.echo(f"{prog}: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug of ours: one line, unless a developer asks for the trace
+        if os.environ.get("QEMUSER_DEBUG"):
+            raise
+        click.echo(f"{prog}: internal error: {type(exc).__name__}: {exc}", err=True)
+        return 1
 
 
 def main_aarch64() -> None:

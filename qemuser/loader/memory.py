@@ -87,6 +87,7 @@ class AddressSpace:
         # unicorn's own mem_map/mem_unmap translate the range through the TLB (to drop
         # translated code); those lookups must succeed whatever the guest's protections.
         self._inside_unicorn_call = False
+        self._lent_page: int | None = None  # a page the fault replay may touch
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map(0, page_size, UC_PROT_ALL)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
@@ -134,7 +135,12 @@ class AddressSpace:
 
     def _tlb_fill(self, uc: Uc, vaddr: int, access: int, entry, _data) -> bool:
         page = vaddr & ~(self.page_size - 1)
-        if page >= _STOP_PAGES_START or self._inside_unicorn_call:
+        if page == self._lent_page or self._inside_unicorn_call:
+            # identity, so that unicorn drops the code translated from this very page
+            entry.paddr = page
+            entry.perms = UC_PROT_ALL
+            return True
+        if page >= _STOP_PAGES_START:
             entry.paddr = 0
             entry.perms = UC_PROT_ALL
             return True
@@ -149,6 +155,35 @@ class AddressSpace:
         entry.paddr = page
         entry.perms = m.prot
         return True
+
+    def lend_page(self, page: int) -> tuple[bool, bytes]:
+        """Make one guest page accessible to the CPU for a moment (fault replay); returns what
+        `return_page` needs to put things back."""
+        # page 0 is always backed (the stop page); others only when the guest mapped them
+        mapped = self.find(page) is not None or page == 0
+        saved = bytes(self.uc.mem_read(page, self.page_size)) if mapped else b""
+        if not mapped:
+            self._inside_unicorn_call = True
+            try:
+                self.uc.mem_map(page, self.page_size, UC_PROT_ALL)
+            finally:
+                self._inside_unicorn_call = False
+        self._lent_page = page
+        self.flush_tlb()
+        return mapped, saved
+
+    def return_page(self, page: int, state: tuple[bool, bytes]) -> None:
+        mapped, saved = state
+        self._lent_page = None
+        if mapped:
+            self.uc.mem_write(page, saved)
+        else:
+            self._inside_unicorn_call = True
+            try:
+                self.uc.mem_unmap(page, self.page_size)
+            finally:
+                self._inside_unicorn_call = False
+        self.flush_tlb()
 
     def flush_tlb(self) -> None:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)

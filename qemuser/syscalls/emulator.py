@@ -9,7 +9,8 @@ import sys
 
 from qemuser.syscalls import handlers  # noqa: F401  (fills the registry)
 from qemuser.syscalls.config import RunConfig
-from qemuser.syscalls.process import ExitState, Process
+from qemuser.syscalls.lifecycle import close_on_exec_fds
+from qemuser.syscalls.process import ExecRequest, ExitState, Process
 
 SIGNAL_DESCRIPTIONS = {
     sig: signal.strsignal(sig) or sig.name for sig in signal.Signals
@@ -26,11 +27,26 @@ def run(config: RunConfig) -> int:
     """Load and run the guest. Returns its exit status; when the guest dies of a signal,
     this process dies of the same signal (after qemu-user's message), as a shell expects.
     Raises LoadError for programs that cannot be loaded."""
-    proc = Process(config)
-    proc.log = open_log(config)
-    proc.load()
-    state = proc.run()
-    return finish(proc, state)
+    # A guest with default dispositions dies of SIGPIPE and SIGINT as a native program does
+    # (Python ignores the first and turns the second into an exception).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    log = open_log(config)
+    while True:
+        proc = Process(config)
+        proc.log = log
+        if log is not sys.stderr:
+            proc.host_fd_reserved.add(log.fileno())
+        try:
+            proc.load()
+            state = proc.run()
+        except ExecRequest as request:
+            # execve of a foreign program: same host process, same pid, a new engine.
+            close_on_exec_fds(proc.host_fd_reserved)
+            config = request.config
+            del proc
+            continue
+        return finish(proc, state)
 
 
 def finish(proc: Process, state: ExitState) -> int:
@@ -49,7 +65,8 @@ def finish(proc: Process, state: ExitState) -> int:
 def die_of_signal(sig: int) -> None:
     """End this host process by `sig`, without a host core dump of the emulator."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(sig, signal.SIG_DFL)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from unicorn import UC_HOOK_INTR, Uc, UcError
+from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_const import UC_MEM_FETCH, UC_MEM_WRITE
 
 from qemuser.cpu import CPUS, CpuModel, CpuSpec
@@ -54,8 +56,114 @@ from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, hwcaps
 from qemuser.syscalls.numbers import numbers_for
 from qemuser.syscalls.registry import MASK64, REGISTRY, SyscallDef, format_call
+from qemuser.syscalls.sigstate import (
+    DEFAULT_CORE,
+    DEFAULT_IGNORE,
+    DEFAULT_STOP,
+    SA_NODEFER,
+    SA_ONSTACK,
+    SA_RESETHAND,
+    SA_RESTART,
+    SA_RESTORER,
+    SIG_DFL,
+    SIG_IGN,
+    SS_AUTODISARM,
+    SS_DISABLE,
+    SS_ONSTACK,
+    UNBLOCKABLE,
+    HostSignalBridge,
+    PendingSignal,
+    SigAction,
+    SignalInterrupt,
+    SignalState,
+    bit,
+    pack_fault_info,
+)
+
+# System calls that may block: a guest-handled host signal interrupts them (EINTR, or a
+# restart under SA_RESTART), as the kernel does.
+INTERRUPTIBLE = frozenset({
+    "read", "readv", "write", "writev", "pread64", "pwrite64", "wait4", "waitid",
+    "nanosleep", "clock_nanosleep", "ppoll", "pselect6", "epoll_pwait", "epoll_pwait2",
+    "accept", "accept4", "connect", "recvfrom", "recvmsg", "sendto", "sendmsg", "futex",
+    "rt_sigsuspend", "rt_sigtimedwait", "openat", "flock", "fcntl", "msgrcv", "semop",
+    "io_getevents", "mq_timedreceive", "mq_timedsend",
+})
+# Never restarted, whatever SA_RESTART says (man 7 signal).
+NEVER_RESTARTED = frozenset({
+    "nanosleep", "clock_nanosleep", "ppoll", "pselect6", "epoll_pwait", "epoll_pwait2",
+    "rt_sigsuspend", "rt_sigtimedwait", "io_getevents",
+})
 
 AT_FLAGS_PRESERVE_ARGV0 = 1
+
+
+_INTERRUPT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+
+
+def add_raw_interrupt_hook(uc: Uc, callback) -> object:
+    """UC_HOOK_INTR without the binding's two wrapper layers (the syscall hot path).
+
+    The callback gets (intno,) and must not raise: ctypes would only print the exception.
+    Returns the ctypes function object, which must be kept alive with the engine.
+    """
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    function = _INTERRUPT_CALLBACK(lambda _handle, intno, _data: callback(intno))
+    handle = ctypes.c_size_t()
+    status = uclib.uc_hook_add(
+        uc._uch, ctypes.byref(handle), UC_HOOK_INTR, function, ctypes.c_void_p(0),
+        ctypes.c_uint64(1), ctypes.c_uint64(0),
+    )
+    if status:
+        raise UcError(status)
+    return function
+
+
+class SyscallRegisters:
+    """Reads a call's number and arguments in one C call, and writes its result.
+
+    unicorn's Python reg_read costs ~5 µs a register (class lookups per call); a prepared
+    uc_reg_read_batch over the same seven registers costs well under 1 µs.
+    """
+
+    def __init__(self, uc: Uc, number: int, args: tuple[int, ...], ret: int) -> None:
+        from unicorn.unicorn_py3.unicorn import uclib
+
+        self._lib = uclib
+        self._handle = uc._uch  # the engine handle the binding itself passes to C
+        regs = (number, *args)
+        self._count = len(regs)
+        self._ids = (ctypes.c_int32 * self._count)(*regs)
+        self._values = (ctypes.c_uint64 * self._count)()
+        self._pointers = (ctypes.c_void_p * self._count)(
+            *(ctypes.addressof(self._values) + 8 * i for i in range(self._count))
+        )
+        self._ret_id = ret
+        self._ret_value = ctypes.c_uint64()
+        self._ret_pointer = ctypes.byref(self._ret_value)
+        self._read_batch = uclib.uc_reg_read_batch
+        self._write = uclib.uc_reg_write
+        self._unpack = struct.Struct(f"<{self._count}Q").unpack_from
+
+    def read(self) -> tuple[int, tuple[int, ...]]:
+        self._read_batch(self._handle, self._ids, self._pointers, self._count)
+        number, *args = self._unpack(self._values)
+        return number, tuple(args)
+
+    def write_result(self, value: int) -> None:
+        self._ret_value.value = value
+        self._write(self._handle, self._ret_id, self._ret_pointer)
+
+
+class ExecRequest(BaseException):
+    """execve of a foreign program: unwind out of the engine and start `config` in its place.
+
+    A BaseException so that no handler's `except Exception` swallows it on the way out."""
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config.program)
+        self.config = config
 
 
 class GuestExit(Exception):
@@ -123,11 +231,20 @@ class Process:
         self.names_by_number = {nr: name for name, nr in numbers.items()}
         self.pid = os.getpid()
         self._sys = self.spec.syscall
-        self._arg_regs = list(self.spec.syscall.args)
-        self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._regs = SyscallRegisters(
+            self.uc, self._sys.number, self._sys.args, self._sys.ret
+        )
+        self._hook_error: BaseException | None = None
+        self._interrupt_hook = add_raw_interrupt_hook(self.uc, self._on_interrupt_raw)
         self.pending_fatal: FatalSignal | None = None
         self.host_fd_reserved: set[int] = set()
         self.tid = self.pid
+        self.signals = SignalState()
+        self.signal_bridge: HostSignalBridge | None = None
+        self.sigreturn_trampoline = 0
+        self.restore_mask_after_handler: int | None = None  # rt_sigsuspend's saved mask
+        self.vfork_pipe_read: int | None = None
+        self.vfork_pipe_write: int | None = None
         self.open_codec = OpenFlagCodec(self.spec.name)
         program_name = os.path.basename(self.config.argv[0]) if self.config.argv else b""
         self.thread_name: bytes = program_name[:15] if isinstance(program_name, bytes) else b""
@@ -157,6 +274,40 @@ class Process:
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
+
+    def resolve_exec_path(self, path: bytes) -> bytes:
+        """The host file an execve of `path` runs (sysroot first; /proc/self/exe)."""
+        for prefix in (b"/proc/self/", f"/proc/{self.pid}/".encode()):
+            if path == prefix + b"exe":
+                return os.fsencode(self.exe_path)
+        return self.host_path(path)
+
+    # ---- process life cycle ------------------------------------------------------------------
+
+    def prepare_vfork(self) -> None:
+        """A pipe whose write end the vfork child holds until it execs or exits."""
+        self.vfork_pipe_read, self.vfork_pipe_write = os.pipe2(os.O_CLOEXEC)
+
+    def on_fork_child(self) -> None:
+        if self.vfork_pipe_read is not None:
+            os.close(self.vfork_pipe_read)
+            self.vfork_pipe_read = None
+
+    def on_fork_parent(self) -> None:
+        if self.vfork_pipe_write is not None:
+            os.close(self.vfork_pipe_write)
+            self.vfork_pipe_write = None
+
+    def before_exec(self) -> None:
+        self.log.flush()
+        if self.vfork_pipe_write is not None:
+            os.close(self.vfork_pipe_write)
+            self.vfork_pipe_write = None
+
+    def spawn_thread(self, flags: int, child_stack: int, parent_tid: int, tls: int,
+                     child_tid: int) -> int:
+        """clone() of a thread: not supported yet (guest threads are issue 3's)."""
+        return -errno.EAGAIN
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -263,34 +414,206 @@ class Process:
                 self.pending_fatal = self._fault_signal(exc)
             except GuestExit:
                 break
+            if self._hook_error is not None:
+                error, self._hook_error = self._hook_error, None
+                if isinstance(error, GuestExit):
+                    break
+                raise error
             if self.exit.status is not None or self.exit.signal is not None:
                 break
             if self.pending_fatal is not None:
-                self.die(self.pending_fatal)
+                fatal, self.pending_fatal = self.pending_fatal, None
+                self.force_signal(fatal)
+            if self.signals.pending:
+                self.deliver_signals()
+            if self.exit.status is not None or self.exit.signal is not None:
                 break
             pc = uc.reg_read(self.spec.pc)
         return self.exit
+
+    # ---- signals -----------------------------------------------------------------------------
+
+    def set_action(self, signo: int, action: SigAction) -> None:
+        self.signals.actions[signo] = action
+        if action.handler not in (SIG_DFL, SIG_IGN):
+            self.ensure_signal_bridge()
+        if self.signal_bridge is not None:
+            self.signal_bridge.mirror(signo, action)
+        else:
+            # no handler anywhere yet: the host keeps default/ignore itself
+            try:
+                if signo not in (9, 19, 11, 7, 4, 8):
+                    signal.signal(signo, signal.SIG_IGN if action.handler == SIG_IGN
+                                  else signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+
+    def ensure_signal_bridge(self) -> HostSignalBridge:
+        if self.signal_bridge is None:
+            self.signal_bridge = HostSignalBridge(self)
+        return self.signal_bridge
+
+    def force_signal(self, fatal: FatalSignal) -> None:
+        """A synchronous fault: delivered to the handler, else fatal (Linux's force_sig)."""
+        code = fatal.code
+        info = pack_fault_info(fatal.signo, code, fatal.address)
+        action = self.signals.action(fatal.signo)
+        if (
+            self.signals.mask & bit(fatal.signo)
+            or action.handler in (SIG_DFL, SIG_IGN)
+        ):
+            self.die(fatal)
+            return
+        self.push_signal_frame(PendingSignal(fatal.signo, info, fatal.address), action)
+
+    def deliver_signals(self) -> None:
+        while self.exit.status is None and self.exit.signal is None:
+            pending = self.signals.take()
+            if pending is None:
+                return
+            action = self.signals.action(pending.signo)
+            if action.handler == SIG_IGN:
+                continue
+            if action.handler == SIG_DFL:
+                self.default_action(pending.signo)
+                continue
+            self.push_signal_frame(pending, action)
+
+    def default_action(self, signo: int) -> None:
+        if signo in DEFAULT_IGNORE:
+            return
+        if signo in DEFAULT_STOP:
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        self.exit.signal = signo
+        self.exit.core = signo in DEFAULT_CORE
+
+    def _on_alt_stack(self, sp: int) -> bool:
+        ss_sp, ss_flags, ss_size = self.signals.alt_stack
+        return not ss_flags & SS_DISABLE and ss_sp < sp <= ss_sp + ss_size
+
+    def push_signal_frame(self, pending: PendingSignal, action: SigAction) -> None:
+        from qemuser.syscalls.abi.sigframe import FRAMES, pack_stack_t
+
+        frames = FRAMES[self.spec.name]
+        sp = self.uc.reg_read(self.spec.sp)
+        ss_sp, ss_flags, ss_size = self.signals.alt_stack
+        on_alt = self._on_alt_stack(sp)
+        saved_stack = pack_stack_t(
+            ss_sp, SS_ONSTACK if on_alt else (ss_flags & SS_DISABLE), ss_size
+        )
+        if action.flags & SA_ONSTACK and not ss_flags & SS_DISABLE and not on_alt:
+            sp = ss_sp + ss_size
+            if ss_flags & SS_AUTODISARM:
+                self.signals.alt_stack = (0, SS_DISABLE, 0)
+        saved_mask = self.signals.mask
+        if self.restore_mask_after_handler is not None:
+            saved_mask, self.restore_mask_after_handler = self.restore_mask_after_handler, None
+        if action.flags & SA_RESTORER and action.restorer:
+            return_address = action.restorer
+        else:
+            return_address = self.ensure_sigreturn_trampoline()
+        try:
+            frames.push(
+                self.uc, self.mem, sp, action.handler, return_address, pending.signo,
+                pending.siginfo, saved_mask, saved_stack, pending.fault_address,
+            )
+        except GuestFault:
+            # no room for the frame: Linux kills the process with SIGSEGV
+            self.die(FatalSignal(signal.SIGSEGV, 0, sp))
+            return
+        new_mask = self.signals.mask | action.mask
+        if not action.flags & SA_NODEFER:
+            new_mask |= bit(pending.signo)
+        self.signals.mask = new_mask & ~UNBLOCKABLE
+        if action.flags & SA_RESETHAND:
+            self.set_action(pending.signo, SigAction())
+
+    def sigreturn(self) -> None:
+        """rt_sigreturn: the context the frame at sp holds becomes the CPU's again."""
+        from qemuser.syscalls.abi.sigframe import FRAMES
+
+        sp = self.uc.reg_read(self.spec.sp)
+        mask, stack = FRAMES[self.spec.name].pop(self.uc, self.mem, sp)
+        self.signals.mask = mask & ~UNBLOCKABLE
+        ss_sp, ss_flags, _pad, ss_size = struct.unpack("<QiiQ", stack)
+        if not ss_flags & SS_ONSTACK:
+            self.signals.alt_stack = (ss_sp, ss_flags & (SS_DISABLE | SS_AUTODISARM), ss_size)
+
+    def ensure_sigreturn_trampoline(self) -> int:
+        """A page holding `rt_sigreturn` for handlers without SA_RESTORER (the vDSO's job)."""
+        from qemuser.syscalls.abi.sigframe import SIGRETURN_TRAMPOLINE
+
+        if not self.sigreturn_trampoline:
+            page = self.mem.find_free(self.spec.page_size)
+            assert page is not None
+            self.mem.map(page, self.spec.page_size, 5, "[vdso]")
+            self.mem.write_init(page, SIGRETURN_TRAMPOLINE[self.spec.name])
+            self.sigreturn_trampoline = page
+        return self.sigreturn_trampoline
 
     def _fault_signal(self, exc: UcError) -> FatalSignal:
         """The signal Linux would send for the fault that stopped unicorn."""
         fault = self.mem.last_fault
         if fault is not None:
             code = 2 if fault.mapped else 1  # SEGV_ACCERR / SEGV_MAPERR
-            return FatalSignal(signal.SIGSEGV, code, fault.address)
+            address = fault.address
+            if fault.access != UC_MEM_FETCH:
+                address = self._exact_fault_address(fault.address) or address
+            return FatalSignal(signal.SIGSEGV, code, address)
         return FatalSignal(signal.SIGILL, 1, self.uc.reg_read(self.spec.pc))
+
+    def _exact_fault_address(self, page_address: int) -> int | None:
+        """The byte address a faulting load/store touched (si_addr).
+
+        unicorn's TLB-fill hook only names the page. Replay the one faulting instruction with
+        that page made accessible and a memory hook watching it, then undo everything: the
+        registers, the page's bytes and the TLB.
+        """
+        page = page_address & ~(self.spec.page_size - 1)
+        pc = self.uc.reg_read(self.spec.pc)
+        context = self.uc.context_save()
+        seen: list[int] = []
+
+        def on_access(uc: Uc, _access: int, address: int, _size: int, _value: int, _d: object) -> None:
+            if not seen:
+                seen.append(address)
+
+        scratch = self.mem.lend_page(page)
+        hook = self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, on_access, None, page,
+                                page + self.spec.page_size - 1)
+        try:
+            self.uc.emu_start(pc, STOP_ADDRESS, count=1)
+        except UcError:
+            pass
+        finally:
+            self.uc.hook_del(hook)
+            self.mem.return_page(page, scratch)
+            self.uc.context_restore(context)
+        return seen[0] if seen else None
 
     def die(self, sig: FatalSignal) -> None:
         self.exit.signal = sig.signo
         self.exit.core = sig.signo in CORE_SIGNALS
 
-    def _on_interrupt(self, uc: Uc, intno: int, _data: object) -> None:
-        if intno == self._sys.trap_intno:
-            self._syscall()
-            if self.exit.status is not None or self.exit.signal is not None:
-                uc.emu_stop()
-            return
-        self.pending_fatal = self._trap_signal(intno)
-        uc.emu_stop()
+    def _on_interrupt_raw(self, intno: int) -> None:
+        try:
+            if intno == self._sys.trap_intno:
+                nr, raw = self._regs.read()
+                result = self.dispatch(nr, raw)
+                if self.exit.status is not None or self.exit.signal is not None:
+                    self.uc.emu_stop()
+                    return
+                if result is not None:  # None: the call set the registers itself
+                    self._regs.write_result(result & MASK64)
+                if self.signals.pending:
+                    self.uc.emu_stop()  # the run loop delivers them
+                return
+            self.pending_fatal = self._trap_signal(intno)
+            self.uc.emu_stop()
+        except BaseException as exc:  # carried out of emu_start by run()
+            self._hook_error = exc
+            self.uc.emu_stop()
 
     def _trap_signal(self, intno: int) -> FatalSignal:
         pc = self.uc.reg_read(self.spec.pc)
@@ -306,14 +629,6 @@ class Process:
 
     # ---- system calls ----------------------------------------------------------------------
 
-    def _syscall(self) -> None:
-        uc = self.uc
-        nr = uc.reg_read(self._sys.number)
-        raw = tuple(uc.reg_read(r) for r in self._arg_regs)
-        result = self.dispatch(nr, raw)
-        if self.exit.status is None and self.exit.signal is None:
-            uc.reg_write(self._sys.ret, result & MASK64)
-
     def dispatch(self, nr: int, raw: tuple[int, ...]) -> int:
         sysdef = self.table.get(nr)
         if sysdef is None:
@@ -322,9 +637,21 @@ class Process:
         strace = self.config.strace
         if strace and sysdef.ret == "none":
             self.log_line(format_call(self, sysdef, raw, None))
+        bridge = self.signal_bridge
+        blocking = bridge is not None and sysdef.name in INTERRUPTIBLE
         try:
             args = [kind.decode(self, value) for kind, value in zip(sysdef.args, raw)]
-            result = sysdef.handler(self, *args)
+            if blocking:
+                assert bridge is not None
+                bridge.in_blocking_call = True
+                try:
+                    result = sysdef.handler(self, *args)
+                finally:
+                    bridge.in_blocking_call = False
+            else:
+                result = sysdef.handler(self, *args)
+        except SignalInterrupt as interrupt:
+            result = self._interrupted(sysdef, interrupt.signo, raw)
         except OSError as exc:
             result = -(exc.errno or errno.EIO)
         except GuestFault:
@@ -339,6 +666,17 @@ class Process:
         if strace and sysdef.ret != "none":
             self.log_line(format_call(self, sysdef, raw, result))
         return result
+
+    def _interrupted(self, sysdef: SyscallDef, signo: int, raw: tuple[int, ...]) -> int | None:
+        """A signal cut a blocking call short: restart it after the handler, or EINTR."""
+        action = self.signals.action(signo)
+        if action.flags & SA_RESTART and sysdef.name not in NEVER_RESTARTED:
+            # back to the trap instruction, with its first argument as it was
+            pc = self.uc.reg_read(self.spec.pc)
+            self.uc.reg_write(self.spec.pc, pc - self._sys.insn_size)
+            self._regs.write_result(raw[0])
+            return None
+        return -errno.EINTR
 
     def _report_unknown(self, nr: int, raw: tuple[int, ...]) -> None:
         show = self.config.strace or "unimp" in self.config.log_items

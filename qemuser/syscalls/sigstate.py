@@ -1,0 +1,204 @@
+"""A guest process's signals: dispositions, mask, pending queue, alternate stack, delivery.
+
+How host signals reach the guest: while the guest has a handler for a signal, the host
+disposition is a Python handler that queues it. Python runs that handler only between
+bytecodes, so the C-level wakeup fd (signal.set_wakeup_fd) wakes a watcher thread that stops
+the engine at once; the run loop then builds the guest's frame. A host signal that arrives
+during a blocking system call interrupts it (EINTR, or a restart under SA_RESTART). While the
+guest leaves a signal at SIG_DFL or SIG_IGN, the host disposition is the same, so the kernel
+itself does what it would do to a native program (and SIG_IGN survives execve).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.process import Process
+
+SIG_DFL = 0
+SIG_IGN = 1
+
+SA_NOCLDSTOP = 0x00000001
+SA_NOCLDWAIT = 0x00000002
+SA_SIGINFO = 0x00000004
+SA_RESTORER = 0x04000000
+SA_ONSTACK = 0x08000000
+SA_RESTART = 0x10000000
+SA_NODEFER = 0x40000000
+SA_RESETHAND = 0x80000000
+
+SS_ONSTACK = 1
+SS_DISABLE = 2
+SS_AUTODISARM = 1 << 31
+
+NSIG = 64
+SIGKILL = 9
+SIGSTOP = 19
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+
+SI_USER = 0
+SI_TKILL = -6
+SI_QUEUE = -1
+SI_KERNEL = 0x80
+
+# man 7 signal: the default actions.
+DEFAULT_IGNORE = frozenset({signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT})
+DEFAULT_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+DEFAULT_CORE = frozenset({
+    signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS,
+    signal.SIGFPE, signal.SIGSEGV, signal.SIGXCPU, signal.SIGXFSZ, signal.SIGSYS,
+})
+# Signals the emulator itself must keep: faults of the host process are bugs of ours, and
+# SIGKILL/SIGSTOP cannot be caught.
+HOST_RESERVED = frozenset({
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGKILL,
+    signal.SIGSTOP,
+})
+
+
+def bit(signo: int) -> int:
+    return 1 << (signo - 1)
+
+
+@dataclass
+class SigAction:
+    """struct sigaction as the asm-generic kernel ABI has it (include/uapi/asm-generic/
+    signal.h, with SA_RESTORER): handler, flags, restorer, mask."""
+
+    handler: int = SIG_DFL
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+    LAYOUT = struct.Struct("<QQQQ")  # sa_handler, sa_flags, sa_restorer, sa_mask
+
+    def pack(self) -> bytes:
+        return self.LAYOUT.pack(self.handler, self.flags, self.restorer, self.mask)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SigAction:
+        handler, flags, restorer, mask = cls.LAYOUT.unpack(data[: cls.LAYOUT.size])
+        return cls(handler, flags & 0xFFFF_FFFF, restorer, mask)
+
+
+@dataclass
+class PendingSignal:
+    signo: int
+    siginfo: bytes  # 128 bytes, as the handler will see it
+    fault_address: int = 0
+
+
+@dataclass
+class SignalState:
+    actions: dict[int, SigAction] = field(default_factory=dict)
+    mask: int = 0
+    pending: list[PendingSignal] = field(default_factory=list)
+    alt_stack: tuple[int, int, int] = (0, SS_DISABLE, 0)  # ss_sp, ss_flags, ss_size
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def action(self, signo: int) -> SigAction:
+        return self.actions.get(signo) or SigAction()
+
+    def deliverable(self) -> bool:
+        with self.lock:
+            return any(not self.mask & bit(p.signo) or p.signo in (SIGKILL, SIGSTOP)
+                       for p in self.pending)
+
+    def take(self) -> PendingSignal | None:
+        """The first pending signal that is not blocked (lowest number first, as Linux)."""
+        with self.lock:
+            candidates = [p for p in self.pending if not self.mask & bit(p.signo)]
+            if not candidates:
+                return None
+            chosen = min(candidates, key=lambda p: p.signo)
+            self.pending.remove(chosen)
+            return chosen
+
+    def queue(self, pending: PendingSignal) -> None:
+        with self.lock:
+            # standard signals do not queue: one pending instance each
+            if pending.signo < 32 and any(p.signo == pending.signo for p in self.pending):
+                return
+            self.pending.append(pending)
+
+    def pending_mask(self) -> int:
+        with self.lock:
+            mask = 0
+            for p in self.pending:
+                mask |= bit(p.signo)
+            return mask
+
+
+class HostSignalBridge:
+    """Routes host signals the guest handles into the guest's pending queue."""
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        proc.host_fd_reserved.update({self.read_fd, self.write_fd})
+        self.previous_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.in_blocking_call = False
+        self._watcher = threading.Thread(target=self._watch, name="qemuser-signals", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        import select
+
+        while True:
+            try:
+                select.select([self.read_fd], [], [])
+                data = os.read(self.read_fd, 64)
+            except OSError:
+                return
+            if data:
+                self.proc.uc.emu_stop()
+
+    def mirror(self, signo: int, action: SigAction) -> None:
+        """Make the host disposition of `signo` match what the guest asked for."""
+        if signo in HOST_RESERVED:
+            return
+        try:
+            if action.handler == SIG_IGN:
+                signal.signal(signo, signal.SIG_IGN)
+            elif action.handler == SIG_DFL:
+                signal.signal(signo, signal.SIG_DFL)
+            else:
+                signal.signal(signo, self._on_host_signal)
+        except (OSError, ValueError):
+            pass
+
+    def _on_host_signal(self, signo: int, _frame: object) -> None:
+        self.proc.signals.queue(
+            PendingSignal(signo, pack_kill_info(signo, SI_USER, 0, 0))
+        )
+        if self.in_blocking_call:
+            raise SignalInterrupt(signo)
+
+
+class SignalInterrupt(Exception):
+    """A guest-handled signal arrived during a blocking system call."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signo)
+        self.signo = signo
+
+
+def pack_kill_info(signo: int, code: int, pid: int, uid: int, value: int | None = None) -> bytes:
+    from qemuser.syscalls.abi.sigframe import pack_siginfo
+
+    fields = struct.pack("<iI", pid, uid)
+    if value is not None:
+        fields += struct.pack("<Q", value)
+    return pack_siginfo(signo, code, fields)
+
+
+def pack_fault_info(signo: int, code: int, address: int) -> bytes:
+    from qemuser.syscalls.abi.sigframe import pack_siginfo
+
+    return pack_siginfo(signo, code, struct.pack("<Q", address))

@@ -1,0 +1,34 @@
+"""fork, execve, wait statuses; code that changes under the CPU."""
+
+import pytest
+
+from tests.conftest import all_builds, fixture_path, run_guest
+
+FORK_EXEC_OUTPUT = b"""waitpid returned the child: 1
+fork child: exited 42
+parent read 17 bytes: through the pipe
+pipe child: exited 0
+exec'd child: argc=3 argv[2]=7 env QEMUSER_T=yes
+exec child: exited 7
+killed child: killed by signal 9
+execve missing: -1 No such file or directory
+execve directory: -1 Permission denied
+waitpid no child: -1 No child processes
+"""
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("proc_fork_exec"))
+def test_fork_exec_wait(arch: str, flavour: str) -> None:
+    result = run_guest(arch, fixture_path(arch, "proc_fork_exec", flavour))
+    assert result.stdout == FORK_EXEC_OUTPUT
+    assert result.returncode == 3
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("code_remap"))
+def test_generated_code_is_never_stale(arch: str, flavour: str) -> None:
+    result = run_guest(arch, fixture_path(arch, "code_remap", flavour))
+    assert result.stdout == (
+        b"first: 11\nrewritten in place: 22\nsame address: 1, after remap: 33\n"
+        b"after mprotect flip: 44\n"
+    )
+    assert result.returncode == 0
