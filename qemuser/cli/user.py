@@ -41,7 +41,7 @@ class UsageError(Exception):
     """A bad command line or environment variable: one line for the user, exit status 1."""
 
 
-class Done(Exception):  # noqa: N818 (a control-flow signal, not an error)
+class Done(Exception):
     """An option that prints something (help, version, lists) and ends the run with status 0."""
 
     def __init__(self, text: str) -> None:
@@ -82,7 +82,7 @@ def split_assignments(text: str) -> list[str]:
     items = [item for item in text.split(",") if item]
     for item in items:
         if "=" not in item or item.startswith("="):
-            raise UsageError(f"'{item}' is not var=value (in -E / QEMU_SET_ENV)")
+            raise UsageError(f"'{item}' is not var=value")
     return items
 
 
@@ -91,7 +91,7 @@ def split_names(text: str) -> list[str]:
     items = [item for item in text.split(",") if item]
     for item in items:
         if "=" in item:
-            raise UsageError(f"'{item}' is not a variable name (in -U / QEMU_UNSET_ENV)")
+            raise UsageError(f"'{item}' is not a variable name")
     return items
 
 
@@ -101,8 +101,8 @@ class Settings:
 
     arch: str
     sysroot: str | None = None
-    set_env: list[str] = field(default_factory=list)
-    unset_env: list[str] = field(default_factory=list)
+    # -E / -U in the order given: (name, value) sets, (name, None) unsets
+    env_edits: list[tuple[str, str | None]] = field(default_factory=list)
     argv0: str | None = None
     cpu: str | None = None
     stack_size: int = DEFAULT_STACK_SIZE
@@ -139,11 +139,13 @@ def _set_cpu(s: Settings, value: str) -> None:
 
 
 def _set_env(s: Settings, value: str) -> None:
-    s.set_env += split_assignments(value)
+    for item in split_assignments(value):
+        name, _, text = item.partition("=")
+        s.env_edits.append((name, text))
 
 
 def _unset_env(s: Settings, value: str) -> None:
-    s.unset_env += split_names(value)
+    s.env_edits += [(name, None) for name in split_names(value)]
 
 
 def _set_argv0(s: Settings, value: str) -> None:
@@ -317,14 +319,14 @@ def parse_args(
 
 
 def guest_environment(settings: Settings, environ: dict[bytes, bytes] | None = None) -> list[bytes]:
-    """The host environment with -E/-U applied, in order: a variable that -E changes keeps its
-    place, a new one comes last (env(1)'s order; qemu-user's envlist reverses the host's)."""
+    """The host environment with -E/-U applied in their order: a variable that -E changes keeps
+    its place, a new one comes last (env(1)'s order; qemu-user's envlist reverses the host's)."""
     env = dict(os.environb if environ is None else environ)
-    for item in settings.set_env:
-        name, _, value = item.partition("=")
-        env[os.fsencode(name)] = os.fsencode(value)
-    for name in settings.unset_env:
-        env.pop(os.fsencode(name), None)
+    for name, value in settings.env_edits:
+        if value is None:
+            env.pop(os.fsencode(name), None)
+        else:
+            env[os.fsencode(name)] = os.fsencode(value)
     return [name + b"=" + value for name, value in env.items()]
 
 

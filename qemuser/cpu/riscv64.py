@@ -33,8 +33,14 @@ RISCV64 = CpuSpec(
     syscall=SyscallConv(
         trap_intno=8,
         number=r.UC_RISCV_REG_A7,
-        args=(r.UC_RISCV_REG_A0, r.UC_RISCV_REG_A1, r.UC_RISCV_REG_A2,
-              r.UC_RISCV_REG_A3, r.UC_RISCV_REG_A4, r.UC_RISCV_REG_A5),
+        args=(
+            r.UC_RISCV_REG_A0,
+            r.UC_RISCV_REG_A1,
+            r.UC_RISCV_REG_A2,
+            r.UC_RISCV_REG_A3,
+            r.UC_RISCV_REG_A4,
+            r.UC_RISCV_REG_A5,
+        ),
         ret=r.UC_RISCV_REG_A0,
     ),
     gprs=tuple(zip(_ABI_NAMES, _X)),

@@ -18,8 +18,15 @@ PT_GNU_STACK = "PT_GNU_STACK"
 PT_PHDR = "PT_PHDR"
 
 _MACHINE_NAMES = {
-    3: "x86 (i386)", 62: "x86-64", 40: "ARM (32-bit)", 183: "AArch64", 243: "RISC-V",
-    8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390",
+    3: "x86 (i386)",
+    62: "x86-64",
+    40: "ARM (32-bit)",
+    183: "AArch64",
+    243: "RISC-V",
+    8: "MIPS",
+    20: "PowerPC",
+    21: "PowerPC64",
+    22: "S/390",
 }
 
 
@@ -76,9 +83,17 @@ def read_elf_info(path: str, fd: int | None = None) -> ElfInfo:
         if len(ident) < 16:
             raise LoadError(f"'{path}' is a truncated ELF file")
         stream.seek(0)
+        size = os.fstat(stream.fileno()).st_size
+        corrupt = LoadError(f"'{path}' is a truncated or corrupt ELF file")
         try:
             elf = ELFFile(stream)
             header = elf.header
+            # What binfmt_elf checks before it trusts the program headers (ENOEXEC).
+            phentsize = 56 if elf.elfclass == 64 else 32
+            if header.e_phentsize != phentsize or not 0 < header.e_phnum <= 65536 // phentsize:
+                raise corrupt
+            if header.e_phoff + phentsize * header.e_phnum > size:
+                raise LoadError(f"'{path}' is a truncated ELF file")
             segments = []
             interp = None
             exec_stack = False
@@ -88,16 +103,19 @@ def read_elf_info(path: str, fd: int | None = None) -> ElfInfo:
                     (h.p_type, h.p_offset, h.p_vaddr, h.p_filesz, h.p_memsz, h.p_flags, h.p_align)
                 )
                 if h.p_type == PT_INTERP:
+                    if not 2 <= h.p_filesz <= 4096 or h.p_offset + h.p_filesz > size:
+                        raise corrupt
                     stream.seek(h.p_offset)
                     interp = stream.read(h.p_filesz).split(b"\0")[0]
                 elif h.p_type == PT_GNU_STACK:
                     exec_stack = bool(h.p_flags & 1)
-            size = os.fstat(stream.fileno()).st_size
-        except (ELFError, struct.error, ValueError) as exc:
-            raise LoadError(f"'{path}' is a truncated or corrupt ELF file ({exc})") from None
+        except (ELFError, struct.error, ValueError, OSError, OverflowError):
+            raise corrupt from None
     for seg in segments:
         if seg[0] == PT_LOAD and seg[1] + seg[3] > size:
             raise LoadError(f"'{path}' is a truncated ELF file (a segment lies past its end)")
+        if seg[0] == PT_LOAD and (seg[3] > seg[4] or seg[2] + seg[4] >= 1 << 64):
+            raise corrupt
     if header.e_type not in ("ET_EXEC", "ET_DYN"):
         raise LoadError(f"'{path}' is not an executable ELF file ({header.e_type})")
     return ElfInfo(
@@ -126,14 +144,17 @@ def _machine_number(e_machine: str | int) -> int:
 
 def check_arch(info: ElfInfo, spec: CpuSpec) -> None:
     """LoadError naming the qemuser that would run it, when the ELF is for another machine."""
-    if info.machine == spec.elf_machine and info.elf_class == 64 and info.little_endian:
+    usable = info.elf_class == 64 and info.little_endian
+    if info.machine == spec.elf_machine and usable:
         return
-    other = spec_for_machine(info.machine)
     what = _MACHINE_NAMES.get(info.machine, f"machine {info.machine}")
-    if info.elf_class != 64 and other is None:
-        what += f" {info.elf_class}-bit"
+    if info.elf_class != 64 and "32-bit" not in what:
+        what += " (32-bit)"
+    if not info.little_endian:
+        what += " (big-endian)"
+    other = spec_for_machine(info.machine) if usable else None
     hint = f"; run it with qemuser-{other.name}" if other and other is not spec else ""
-    raise LoadError(f"'{info.path}' is an {what} binary, not {spec.name}{hint}")
+    raise LoadError(f"'{info.path}' is built for {what}, not {spec.name}{hint}")
 
 
 def _prot(p_flags: int) -> int:
@@ -163,10 +184,13 @@ def load_image(
         align = max([page] + [s[6] for s in loads if s[6] and (s[6] & (s[6] - 1)) == 0])
         span = high - low
         if base_hint is None:
-            start = mem.find_free(span + align)
-            if start is None:
+            # Top-down like mmap: the highest free range that holds the image at its
+            # alignment, aligned downwards so that no gap is left above it.
+            room = span + align - page
+            found = mem.find_free(room)
+            if found is None:
                 raise LoadError(f"no room in the guest address space for '{info.path}'")
-            start = (start + align - 1) & ~(align - 1)
+            start = (found + room - span) & ~(align - 1)
         else:
             start = (base_hint + align - 1) & ~(align - 1)
         bias = start - low
@@ -174,23 +198,28 @@ def load_image(
     for _, offset, vaddr, filesz, memsz, flags, _align in loads:
         seg_start = (vaddr + bias) & ~(page - 1)
         seg_end = mem.page_align(vaddr + bias + memsz)
-        prot = _prot(flags)
         file_page_off = offset - ((vaddr + bias) - seg_start)
-        map_start = seg_start
-        shared_page = mem.find(seg_start)
-        if shared_page is not None:
-            # The first page is shared with the previous segment: it keeps its contents and
-            # gets both segments' protections.
-            mem.protect(seg_start, page, shared_page.prot | prot)
-            map_start = seg_start + page
-        if map_start < seg_end:
-            mem.map(
-                map_start, seg_end - map_start, prot, name,
-                offset=file_page_off + (map_start - seg_start),
-                device=st.st_dev if st else 0, inode=st.st_ino if st else 0,
-            )
-        mem.write_init(vaddr + bias, data[offset : offset + filesz])
-        # The tail of the page after filesz is zero already: the mapping is fresh.
+        if (vaddr - offset) % page or file_page_off < 0:
+            raise LoadError(f"'{info.path}' has a segment whose file offset and address disagree")
+        # As binfmt_elf does, each segment is mapped whole-page from the file over whatever an
+        # earlier segment left in a shared first page (MAP_FIXED): that page takes this
+        # segment's protection and the file's bytes at this segment's page-aligned offset.
+        mem.map(
+            seg_start,
+            seg_end - seg_start,
+            _prot(flags),
+            name,
+            offset=file_page_off,
+            device=st.st_dev if st else 0,
+            inode=st.st_ino if st else 0,
+        )
+        if memsz > filesz:
+            # bss: zero from the end of the file bytes on, the rest of that page included
+            file_end = offset + filesz
+        else:
+            # no bss: the last page shows the bytes that follow in the file, as a file mapping
+            file_end = file_page_off + (mem.page_align(vaddr + bias + filesz) - seg_start)
+        mem.write_init(seg_start, data[file_page_off : min(file_end, len(data))])
     phdr = 0
     for seg in info.segments:
         if seg[0] == PT_PHDR:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import os
 from dataclasses import dataclass, field
 
 from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, Uc, UcError
@@ -33,8 +34,23 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+_HOST_MREMAP_MAYMOVE = 1
+_HOST_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
 def _host_munmap(address: int, size: int) -> None:
     _libc.munmap(ctypes.c_void_p(address), size)
+
+
+def _host_mremap(address: int, old_size: int, new_size: int) -> int:
+    """Resize (and maybe move) a host mapping; OSError when the host refuses."""
+    moved = _libc.mremap(ctypes.c_void_p(address), old_size, new_size, _HOST_MREMAP_MAYMOVE)
+    if moved is None or moved == _HOST_MAP_FAILED:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return moved
 
 
 class GuestFault(Exception):
@@ -148,7 +164,13 @@ class AddressSpace:
         if m is None:
             self.last_fault = LastFault(vaddr, access, False)
             return False
-        needed = PROT_EXEC if access == UC_MEM_FETCH else PROT_WRITE if access == UC_MEM_WRITE else PROT_READ
+        needed = (
+            PROT_EXEC
+            if access == UC_MEM_FETCH
+            else PROT_WRITE
+            if access == UC_MEM_WRITE
+            else PROT_READ
+        )
         if not m.prot & needed:
             self.last_fault = LastFault(vaddr, access, True)
             return False
@@ -198,10 +220,15 @@ class AddressSpace:
         i = self._maps.index(m)
         delta = address - m.start
         tail = Mapping(
-            start=address, end=m.end, prot=m.prot, name=m.name, offset=m.offset + delta,
+            start=address,
+            end=m.end,
+            prot=m.prot,
+            name=m.name,
+            offset=m.offset + delta,
             shared=m.shared,
             host_address=None if m.host_address is None else m.host_address + delta,
-            device=m.device, inode=m.inode,
+            device=m.device,
+            inode=m.inode,
         )
         m.end = address
         self._maps.insert(i + 1, tail)
@@ -242,15 +269,24 @@ class AddressSpace:
             self._inside_unicorn_call = False
         self.flush_tlb()
         m = Mapping(
-            start, end, prot, name, offset=offset, shared=host_address is not None,
-            host_address=host_address, device=device, inode=inode,
+            start,
+            end,
+            prot,
+            name,
+            offset=offset,
+            shared=host_address is not None,
+            host_address=host_address,
+            device=device,
+            inode=inode,
         )
         i = bisect.bisect_left(self._starts, start)
         self._maps.insert(i, m)
         self._starts.insert(i, start)
         return m
 
-    def unmap(self, start: int, length: int) -> None:
+    def unmap(self, start: int, length: int, release_host: bool = True) -> None:
+        """Unmap [start, start+length); host pages behind shared mappings are released unless
+        `release_host` is False (they live on elsewhere: mremap moved them)."""
         victims = self._range(start, start + length)
         if not victims:
             return
@@ -258,7 +294,7 @@ class AddressSpace:
         try:
             for m in victims:
                 self.uc.mem_unmap(m.start, m.size)
-                if m.host_address is not None:
+                if m.host_address is not None and release_host:
                     _host_munmap(m.host_address, m.size)
         finally:
             self._inside_unicorn_call = False
@@ -293,8 +329,11 @@ class AddressSpace:
         while i + 1 < len(self._maps) and self._maps[i].start < end:
             a, b = self._maps[i], self._maps[i + 1]
             if (
-                a.end == b.start and a.prot == b.prot and a.name == b.name
-                and a.host_address is None and b.host_address is None
+                a.end == b.start
+                and a.prot == b.prot
+                and a.name == b.name
+                and a.host_address is None
+                and b.host_address is None
                 and (not a.name or a.offset + a.size == b.offset)
             ):
                 a.end = b.end
@@ -304,14 +343,35 @@ class AddressSpace:
                 i += 1
 
     def move(self, old: int, old_size: int, new: int, new_size: int) -> None:
-        """mremap's move: the pages' contents go to `new`, the old range is unmapped."""
-        m = self.find(old)
-        assert m is not None
-        data = self.read(old, min(old_size, new_size), check=False)
+        """mremap's move: the pages' contents go to `new`, the old range is unmapped.
+
+        [old, old+old_size) must lie in one mapping. A shared mapping keeps its host pages
+        (the host's mremap resizes them), so it stays shared with the file or other processes;
+        for it `new` may equal `old` (growing in place)."""
         template = self._range(old, old + old_size)[0]
+        if template.host_address is not None:
+            host_address = _host_mremap(template.host_address, old_size, new_size)
+            self.unmap(old, old_size, release_host=False)
+            self.map(
+                new,
+                new_size,
+                template.prot,
+                template.name,
+                offset=template.offset,
+                host_address=host_address,
+                device=template.device,
+                inode=template.inode,
+            )
+            return
+        data = self.read(old, min(old_size, new_size), check=False)
         self.map(
-            new, new_size, template.prot, template.name, offset=template.offset,
-            device=template.device, inode=template.inode,
+            new,
+            new_size,
+            template.prot,
+            template.name,
+            offset=template.offset,
+            device=template.device,
+            inode=template.inode,
         )
         self.unmap(old, old_size)
         self.uc.mem_write(new, bytes(data))

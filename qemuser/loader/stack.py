@@ -38,6 +38,21 @@ AT_EXECFN = 31
 AT_SYSINFO_EHDR = 33
 AT_MINSIGSTKSZ = 51
 
+AT_RSEQ_FEATURE_SIZE = 27
+AT_RSEQ_ALIGN = 28
+
+# The order in which fs/binfmt_elf.c's create_elf_tables() writes the vector: the arch's
+# ARCH_DLINFO entries first (arm64: AT_SYSINFO_EHDR, AT_MINSIGSTKSZ), AT_EXECFD last but for
+# the rseq pair. build_stack sorts what it is given into this order, so that a caller cannot
+# get it wrong; a type missing here goes to the end.
+KERNEL_AUXV_ORDER = (
+    AT_SYSINFO_EHDR, AT_MINSIGSTKSZ, AT_HWCAP, AT_PAGESZ, AT_CLKTCK, AT_PHDR, AT_PHENT,
+    AT_PHNUM, AT_BASE, AT_FLAGS, AT_ENTRY, AT_UID, AT_EUID, AT_GID, AT_EGID, AT_SECURE,
+    AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_PLATFORM, AT_BASE_PLATFORM, AT_EXECFD,
+    AT_RSEQ_FEATURE_SIZE, AT_RSEQ_ALIGN,
+)  # fmt: skip
+_ORDER_INDEX = {key: i for i, key in enumerate(KERNEL_AUXV_ORDER)}
+
 AUXV_NAMES = {
     value: name
     for name, value in globals().items()
@@ -68,12 +83,16 @@ def build_stack(
     stack_top: int,
     argv: list[bytes],
     envp: list[bytes],
-    auxv: list[tuple[int, int]],
+    auxv: list[tuple[int, int | None]],
     execfn: bytes,
     platform: bytes | None,
     random_bytes: bytes,
 ) -> InitialStack:
-    """Write the initial stack below `stack_top`; auxv values may be the PLACEHOLDER_* above."""
+    """Write the initial stack below `stack_top`.
+
+    auxv values may be the PLACEHOLDER_* above, or None for an entry this arch's kernel does
+    not give (riscv64 has no AT_HWCAP2); entries are written in the kernel's order.
+    """
     p = stack_top - 8  # Linux keeps a NULL pointer at the very top
     p -= len(execfn) + 1
     execfn_addr = p
@@ -107,7 +126,9 @@ def build_stack(
     mem.write_init(p, random_bytes[:16])
 
     resolved = []
-    for key, value in auxv:
+    for key, value in sorted(auxv, key=lambda entry: _ORDER_INDEX.get(entry[0], 1 << 16)):
+        if value is None:
+            continue
         if value == PLACEHOLDER_RANDOM:
             value = random_addr
         elif value == PLACEHOLDER_EXECFN:

@@ -87,7 +87,7 @@ def fork_process(proc: Process, flags: int, child_stack: int, parent_tid: int, t
             _wait_for_exec_or_exit(proc, pid)
         return pid
     # the child
-    proc.pid = proc.tid = os.getpid()
+    proc.pid = os.getpid()
     proc.on_fork_child()
     if child_stack:
         proc.uc.reg_write(proc.spec.sp, child_stack)

@@ -20,6 +20,8 @@ from qemuser.cpu import CpuSpec
 class LinuxArch:
     uname_machine: str
     platform: bytes | None  # AT_PLATFORM (riscv64's kernel sets none)
+    task_size: int  # the end of user space: mappings past it fail with ENOMEM
+    has_hwcap2: bool  # the kernel defines ELF_HWCAP2 (arm64 does, riscv does not)
     stack_top: int  # top of the initial stack (below TASK_SIZE)
     mmap_top: int  # mmap() allocates top-down from here
     pie_base: int  # where an ET_DYN main program goes (ELF_ET_DYN_BASE)
@@ -32,6 +34,8 @@ LINUX_ARCHES: dict[str, LinuxArch] = {
     "aarch64": LinuxArch(
         uname_machine="aarch64",
         platform=b"aarch64",
+        task_size=1 << 48,
+        has_hwcap2=True,
         stack_top=0x0000_FFFF_FFFF_0000,
         mmap_top=0x0000_FFFF_F000_0000,
         pie_base=0x0000_AAAA_AAAA_0000,
@@ -42,6 +46,8 @@ LINUX_ARCHES: dict[str, LinuxArch] = {
     "riscv64": LinuxArch(
         uname_machine="riscv64",
         platform=None,
+        task_size=1 << 38,
+        has_hwcap2=False,
         stack_top=0x0000_003F_FFFF_F000,
         mmap_top=0x0000_003F_F000_0000,
         pie_base=0x0000_002A_AAAA_A000,
@@ -131,10 +137,13 @@ def riscv64_hwcaps(uc: Uc) -> tuple[int, int]:
     return hwcap, 0
 
 
-def hwcaps(spec: CpuSpec, uc: Uc) -> tuple[int, int]:
+def hwcaps(spec: CpuSpec, uc: Uc) -> tuple[int, int | None]:
+    """(AT_HWCAP, AT_HWCAP2) of the emulated core; AT_HWCAP2 is None where the arch's kernel
+    gives none (no ELF_HWCAP2), so that the initial stack leaves the entry out."""
     if spec.name == "aarch64":
         return aarch64_hwcaps(uc)
-    return riscv64_hwcaps(uc)
+    hwcap, hwcap2 = riscv64_hwcaps(uc)
+    return hwcap, hwcap2 if LINUX_ARCHES[spec.name].has_hwcap2 else None
 
 
 AARCH64_HWCAP_NAMES = (
@@ -160,9 +169,7 @@ def cpuinfo(spec: CpuSpec, uc: Uc, model_name: str) -> str:
             f"CPU revision\t: {midr & 0xF}\n\n"
         )
     misa = uc.reg_read(UC_RISCV_REG_MISA)
-    letters = "".join(
-        c.lower() for c in "IMAFDQCV" if misa >> (ord(c) - ord("A")) & 1
-    )
+    letters = "".join(c.lower() for c in "IMAFDQCV" if misa >> (ord(c) - ord("A")) & 1)
     return (
         "processor\t: 0\n"
         "hart\t\t: 0\n"
@@ -170,3 +177,49 @@ def cpuinfo(spec: CpuSpec, uc: Uc, model_name: str) -> str:
         "mmu\t\t: sv39\n"
         f"uarch\t\t: qemuser,{model_name}\n\n"
     )
+
+
+# ---- riscv64 counters --------------------------------------------------------------------
+
+# Linux lets user mode read the `time` CSR (it sets scounteren.TM); unicorn has no time source
+# and raises an illegal-instruction trap for it (shared/UNICORN-NOTES.md), so the trap handler
+# emulates the read. The rate is the timebase of QEMU's virt board, which Linux reports there.
+RISCV_TIMEBASE_HZ = 10_000_000
+_CSR_TIME = 0xC01
+_OPCODE_SYSTEM = 0x73
+_FUNCT3_CSRRS = 2
+
+
+def riscv_time_read_target(insn: int) -> int | None:
+    """The destination register number when `insn` is `rdtime rd` (csrrs rd, time, x0)."""
+    if (
+        insn & 0x7F == _OPCODE_SYSTEM
+        and insn >> 12 & 7 == _FUNCT3_CSRRS
+        and insn >> 15 & 0x1F == 0  # rs1 = x0: a pure read
+        and insn >> 20 == _CSR_TIME
+    ):
+        return insn >> 7 & 0x1F
+    return None
+
+
+def emulate_riscv_time_read(uc: Uc, insn_address: int) -> bool:
+    """When the instruction at `insn_address` is `rdtime rd`, do what Linux lets it do: write
+    the time in timebase ticks to rd. Returns False for any other instruction (a real SIGILL).
+
+    Call from the illegal-instruction trap; unicorn has already moved pc past the instruction.
+    """
+    import time
+
+    from unicorn.riscv_const import UC_RISCV_REG_X0
+
+    try:
+        insn = int.from_bytes(uc.mem_read(insn_address, 4), "little")
+    except Exception:  # unreadable: not ours to explain
+        return False
+    rd = riscv_time_read_target(insn)
+    if rd is None:
+        return False
+    if rd:
+        ticks = time.monotonic_ns() * RISCV_TIMEBASE_HZ // 1_000_000_000
+        uc.reg_write(UC_RISCV_REG_X0 + rd, ticks)
+    return True

@@ -32,16 +32,36 @@ MAP_HUGETLB = 0x40000
 MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
 MAP_KNOWN = (
-    MAP_TYPE | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_DENYWRITE | MAP_EXECUTABLE
-    | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB
-    | MAP_SYNC | MAP_FIXED_NOREPLACE | 0xFC000000  # huge page size bits
+    MAP_TYPE
+    | MAP_FIXED
+    | MAP_ANONYMOUS
+    | MAP_GROWSDOWN
+    | MAP_DENYWRITE
+    | MAP_EXECUTABLE
+    | MAP_LOCKED
+    | MAP_NORESERVE
+    | MAP_POPULATE
+    | MAP_NONBLOCK
+    | MAP_STACK
+    | MAP_HUGETLB
+    | MAP_SYNC
+    | MAP_FIXED_NOREPLACE
+    | 0xFC000000  # huge page size bits
 )
 
 MAP_FLAG_NAMES = {
-    MAP_FIXED: "MAP_FIXED", MAP_ANONYMOUS: "MAP_ANONYMOUS", MAP_GROWSDOWN: "MAP_GROWSDOWN",
-    MAP_DENYWRITE: "MAP_DENYWRITE", MAP_EXECUTABLE: "MAP_EXECUTABLE", MAP_LOCKED: "MAP_LOCKED",
-    MAP_NORESERVE: "MAP_NORESERVE", MAP_POPULATE: "MAP_POPULATE", MAP_NONBLOCK: "MAP_NONBLOCK",
-    MAP_STACK: "MAP_STACK", MAP_HUGETLB: "MAP_HUGETLB", MAP_SYNC: "MAP_SYNC",
+    MAP_FIXED: "MAP_FIXED",
+    MAP_ANONYMOUS: "MAP_ANONYMOUS",
+    MAP_GROWSDOWN: "MAP_GROWSDOWN",
+    MAP_DENYWRITE: "MAP_DENYWRITE",
+    MAP_EXECUTABLE: "MAP_EXECUTABLE",
+    MAP_LOCKED: "MAP_LOCKED",
+    MAP_NORESERVE: "MAP_NORESERVE",
+    MAP_POPULATE: "MAP_POPULATE",
+    MAP_NONBLOCK: "MAP_NONBLOCK",
+    MAP_STACK: "MAP_STACK",
+    MAP_HUGETLB: "MAP_HUGETLB",
+    MAP_SYNC: "MAP_SYNC",
     MAP_FIXED_NOREPLACE: "MAP_FIXED_NOREPLACE",
 }
 PROT = Flags(PROT_NAMES, zero="PROT_NONE")
@@ -53,8 +73,14 @@ MAP_FLAGS = Flags(
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 MAP_FAILED = ctypes.c_void_p(-1).value
@@ -105,15 +131,22 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
     if length == 0 or offset % page:
         return -errno.EINVAL
     size = mem.page_align(length)
-    if size == 0 or size > (1 << 47):
+    task_size = proc.linux.task_size
+    if size == 0 or size > task_size:
         return -errno.ENOMEM
     fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)
     if fixed:
         if addr % page:
             return -errno.EINVAL
+        if addr + size > task_size:
+            return -errno.ENOMEM
         if addr < MIN_MAP_ADDRESS:
             return -errno.EPERM
-        if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED and not mem.is_free(addr, addr + size):
+        if (
+            flags & MAP_FIXED_NOREPLACE
+            and not flags & MAP_FIXED
+            and not mem.is_free(addr, addr + size)
+        ):
             return -errno.EEXIST
         start = addr
     else:
@@ -140,13 +173,30 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
         device, inode = st.st_dev, st.st_ino
     prot &= PROT_KNOWN
     if shared:
-        host_address = host_shared_map(size, -1 if anonymous else fd, 0 if anonymous else offset, True)
-        m = mem.map(start, size, prot, name or "/dev/zero (deleted)", offset=offset,
-                    host_address=host_address, device=device, inode=inode)
+        host_address = host_shared_map(
+            size, -1 if anonymous else fd, 0 if anonymous else offset, True
+        )
+        m = mem.map(
+            start,
+            size,
+            prot,
+            name or "/dev/zero (deleted)",
+            offset=offset,
+            host_address=host_address,
+            device=device,
+            inode=inode,
+        )
         m.shared = True
     else:
-        mem.map(start, size, prot, name, offset=offset if not anonymous else 0,
-                device=device, inode=inode)
+        mem.map(
+            start,
+            size,
+            prot,
+            name,
+            offset=offset if not anonymous else 0,
+            device=device,
+            inode=inode,
+        )
         if not anonymous:
             data = os.pread(fd, size, offset)
             mem.write_init(start, data)
@@ -185,9 +235,14 @@ def mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
     size = mem.page_align(length)
     if size == 0:
         return 0
-    if not mem.protect(addr, size, prot & PROT_KNOWN):
-        return -errno.ENOMEM
-    return 0
+    # Linux changes the mappings in order up to the first hole, then fails with ENOMEM.
+    end = addr + size
+    mapped_end = addr
+    while mapped_end < end and (m := mem.find(mapped_end)) is not None:
+        mapped_end = min(m.end, end)
+    if mapped_end > addr:
+        mem.protect(addr, mapped_end - addr, prot & PROT_KNOWN)
+    return 0 if mapped_end == end else -errno.ENOMEM
 
 
 MREMAP_MAYMOVE = 1
@@ -195,7 +250,10 @@ MREMAP_FIXED = 2
 MREMAP_DONTUNMAP = 4
 
 
-@syscall("mremap", PTR, ULONG, ULONG, Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED", 4: "MREMAP_DONTUNMAP"}), PTR, ret=Ret.HEX)
+MREMAP_FLAGS = Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED", 4: "MREMAP_DONTUNMAP"})
+
+
+@syscall("mremap", PTR, ULONG, ULONG, MREMAP_FLAGS, PTR, ret=Ret.HEX)
 def mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
     mem = proc.mem
     page = mem.page_size
@@ -206,22 +264,36 @@ def mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int, ne
     if new_size == 0:
         return -errno.EINVAL
     m = mem.find(old)
-    if m is None or not mem.is_fully_mapped(old, old + max(old_size, page)):
+    # Linux wants the old range inside one mapping.
+    if m is None or old + old_size > m.end:
         return -errno.EFAULT
-    if m.shared:
-        return -errno.EINVAL if new_size > old_size else _shrink(proc, old, old_size, new_size)
+    if old_size == 0:
+        # Linux duplicates a shared mapping here; a private one gets EINVAL. We support
+        # neither duplicate (the host pages would be released twice).
+        return -errno.EINVAL
     if flags & MREMAP_FIXED:
-        if new_addr % page:
+        if new_addr % page or (new_addr < old + old_size and old < new_addr + new_size):
             return -errno.EINVAL
+        if new_addr + new_size > proc.linux.task_size:
+            return -errno.ENOMEM
         mem.move(old, old_size, new_addr, new_size)
         return new_addr
     if new_size <= old_size:
         return _shrink(proc, old, old_size, new_size)
     # grow in place when the pages after it are free
     if mem.is_free(old + old_size, old + new_size):
-        mem.map(old + old_size, new_size - old_size, m.prot, m.name,
-                offset=m.offset + (old + old_size - m.start) if m.name else 0,
-                device=m.device, inode=m.inode)
+        if m.shared:
+            mem.move(old, old_size, old, new_size)
+            return old
+        mem.map(
+            old + old_size,
+            new_size - old_size,
+            m.prot,
+            m.name,
+            offset=m.offset + (old + old_size - m.start) if m.name else 0,
+            device=m.device,
+            inode=m.inode,
+        )
         mem._merge_around(old, old + new_size)
         return old
     if not flags & MREMAP_MAYMOVE:
@@ -239,12 +311,30 @@ def _shrink(proc: Process, old: int, old_size: int, new_size: int) -> int:
     return old
 
 
-MADV_NAMES = {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED",
-              4: "MADV_DONTNEED", 8: "MADV_FREE", 9: "MADV_REMOVE", 10: "MADV_DONTFORK",
-              11: "MADV_DOFORK", 12: "MADV_MERGEABLE", 13: "MADV_UNMERGEABLE",
-              14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE", 16: "MADV_DONTDUMP", 17: "MADV_DODUMP",
-              18: "MADV_WIPEONFORK", 19: "MADV_KEEPONFORK", 20: "MADV_COLD", 21: "MADV_PAGEOUT",
-              22: "MADV_POPULATE_READ", 23: "MADV_POPULATE_WRITE", 100: "MADV_HWPOISON"}
+MADV_NAMES = {
+    0: "MADV_NORMAL",
+    1: "MADV_RANDOM",
+    2: "MADV_SEQUENTIAL",
+    3: "MADV_WILLNEED",
+    4: "MADV_DONTNEED",
+    8: "MADV_FREE",
+    9: "MADV_REMOVE",
+    10: "MADV_DONTFORK",
+    11: "MADV_DOFORK",
+    12: "MADV_MERGEABLE",
+    13: "MADV_UNMERGEABLE",
+    14: "MADV_HUGEPAGE",
+    15: "MADV_NOHUGEPAGE",
+    16: "MADV_DONTDUMP",
+    17: "MADV_DODUMP",
+    18: "MADV_WIPEONFORK",
+    19: "MADV_KEEPONFORK",
+    20: "MADV_COLD",
+    21: "MADV_PAGEOUT",
+    22: "MADV_POPULATE_READ",
+    23: "MADV_POPULATE_WRITE",
+    100: "MADV_HWPOISON",
+}
 
 
 @syscall("madvise", PTR, ULONG, Enum(MADV_NAMES))
@@ -305,7 +395,9 @@ def msync(proc: Process, addr: int, length: int, flags: int) -> int:
 
 @syscall("mlock", PTR, ULONG)
 def mlock(proc: Process, addr: int, length: int) -> int:
-    return 0 if proc.mem.is_fully_mapped(addr & ~0xFFF, proc.mem.page_align(addr + length)) else -errno.ENOMEM
+    mem = proc.mem
+    start = addr & ~(mem.page_size - 1)
+    return 0 if mem.is_fully_mapped(start, mem.page_align(addr + length)) else -errno.ENOMEM
 
 
 @syscall("munlock", PTR, ULONG)

@@ -69,8 +69,14 @@ AF_INET = 2
 AF_INET6 = 10
 AF_NETLINK = 16
 AF_PACKET = 17
-FAMILY_NAMES = {AF_UNSPEC: "AF_UNSPEC", AF_UNIX: "AF_UNIX", AF_INET: "AF_INET",
-                AF_INET6: "AF_INET6", AF_NETLINK: "AF_NETLINK", AF_PACKET: "AF_PACKET"}
+FAMILY_NAMES = {
+    AF_UNSPEC: "AF_UNSPEC",
+    AF_UNIX: "AF_UNIX",
+    AF_INET: "AF_INET",
+    AF_INET6: "AF_INET6",
+    AF_NETLINK: "AF_NETLINK",
+    AF_PACKET: "AF_PACKET",
+}
 SOCKADDR_STORAGE_SIZE = 128  # sizeof(struct __kernel_sockaddr_storage)
 
 # include/linux/net.h (enum sock_type) and include/linux/net.h's SOCK_CLOEXEC/SOCK_NONBLOCK
@@ -81,15 +87,32 @@ SOCK_SEQPACKET = 5
 SOCK_TYPE_MASK = 0xF
 SOCK_NONBLOCK = 0o4000
 SOCK_CLOEXEC = 0o2000000
-SOCK_TYPE_NAMES = {SOCK_STREAM: "SOCK_STREAM", SOCK_DGRAM: "SOCK_DGRAM", SOCK_RAW: "SOCK_RAW",
-                   4: "SOCK_RDM", SOCK_SEQPACKET: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
+SOCK_TYPE_NAMES = {
+    SOCK_STREAM: "SOCK_STREAM",
+    SOCK_DGRAM: "SOCK_DGRAM",
+    SOCK_RAW: "SOCK_RAW",
+    4: "SOCK_RDM",
+    SOCK_SEQPACKET: "SOCK_SEQPACKET",
+    10: "SOCK_PACKET",
+}
 
 # include/linux/socket.h
-MSG_NAMES = {0x1: "MSG_OOB", 0x2: "MSG_PEEK", 0x4: "MSG_DONTROUTE", 0x8: "MSG_CTRUNC",
-             0x20: "MSG_TRUNC", 0x40: "MSG_DONTWAIT", 0x80: "MSG_EOR", 0x100: "MSG_WAITALL",
-             0x2000: "MSG_ERRQUEUE", 0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE",
-             0x10000: "MSG_WAITFORONE", 0x4000000: "MSG_ZEROCOPY",
-             0x40000000: "MSG_CMSG_CLOEXEC"}
+MSG_NAMES = {
+    0x1: "MSG_OOB",
+    0x2: "MSG_PEEK",
+    0x4: "MSG_DONTROUTE",
+    0x8: "MSG_CTRUNC",
+    0x20: "MSG_TRUNC",
+    0x40: "MSG_DONTWAIT",
+    0x80: "MSG_EOR",
+    0x100: "MSG_WAITALL",
+    0x2000: "MSG_ERRQUEUE",
+    0x4000: "MSG_NOSIGNAL",
+    0x8000: "MSG_MORE",
+    0x10000: "MSG_WAITFORONE",
+    0x4000000: "MSG_ZEROCOPY",
+    0x40000000: "MSG_CMSG_CLOEXEC",
+}
 SOL_SOCKET = 1
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
@@ -99,19 +122,50 @@ SOL_IP = 0
 SOL_TCP = 6
 SOL_UDP = 17
 SOL_IPV6 = 41
-LEVEL_NAMES = {SOL_IP: "SOL_IP", SOL_SOCKET: "SOL_SOCKET", SOL_TCP: "SOL_TCP",
-               SOL_UDP: "SOL_UDP", SOL_IPV6: "SOL_IPV6"}
+LEVEL_NAMES = {
+    SOL_IP: "SOL_IP",
+    SOL_SOCKET: "SOL_SOCKET",
+    SOL_TCP: "SOL_TCP",
+    SOL_UDP: "SOL_UDP",
+    SOL_IPV6: "SOL_IPV6",
+}
 
 # include/uapi/asm-generic/socket.h
-SO_NAMES = {1: "SO_DEBUG", 2: "SO_REUSEADDR", 3: "SO_TYPE", 4: "SO_ERROR", 5: "SO_DONTROUTE",
-            6: "SO_BROADCAST", 7: "SO_SNDBUF", 8: "SO_RCVBUF", 9: "SO_KEEPALIVE",
-            10: "SO_OOBINLINE", 12: "SO_PRIORITY", 13: "SO_LINGER", 15: "SO_REUSEPORT",
-            16: "SO_PASSCRED", 17: "SO_PEERCRED", 18: "SO_RCVLOWAT", 19: "SO_SNDLOWAT",
-            20: "SO_RCVTIMEO", 21: "SO_SNDTIMEO", 25: "SO_BINDTODEVICE",
-            26: "SO_ATTACH_FILTER", 27: "SO_DETACH_FILTER", 28: "SO_PEERNAME",
-            29: "SO_TIMESTAMP", 30: "SO_ACCEPTCONN", 32: "SO_SNDBUFFORCE",
-            33: "SO_RCVBUFFORCE", 36: "SO_MARK", 38: "SO_PROTOCOL", 39: "SO_DOMAIN",
-            51: "SO_ATTACH_REUSEPORT_CBPF", 66: "SO_RCVTIMEO_NEW", 67: "SO_SNDTIMEO_NEW"}
+SO_NAMES = {
+    1: "SO_DEBUG",
+    2: "SO_REUSEADDR",
+    3: "SO_TYPE",
+    4: "SO_ERROR",
+    5: "SO_DONTROUTE",
+    6: "SO_BROADCAST",
+    7: "SO_SNDBUF",
+    8: "SO_RCVBUF",
+    9: "SO_KEEPALIVE",
+    10: "SO_OOBINLINE",
+    12: "SO_PRIORITY",
+    13: "SO_LINGER",
+    15: "SO_REUSEPORT",
+    16: "SO_PASSCRED",
+    17: "SO_PEERCRED",
+    18: "SO_RCVLOWAT",
+    19: "SO_SNDLOWAT",
+    20: "SO_RCVTIMEO",
+    21: "SO_SNDTIMEO",
+    25: "SO_BINDTODEVICE",
+    26: "SO_ATTACH_FILTER",
+    27: "SO_DETACH_FILTER",
+    28: "SO_PEERNAME",
+    29: "SO_TIMESTAMP",
+    30: "SO_ACCEPTCONN",
+    32: "SO_SNDBUFFORCE",
+    33: "SO_RCVBUFFORCE",
+    36: "SO_MARK",
+    38: "SO_PROTOCOL",
+    39: "SO_DOMAIN",
+    51: "SO_ATTACH_REUSEPORT_CBPF",
+    66: "SO_RCVTIMEO_NEW",
+    67: "SO_SNDTIMEO_NEW",
+}
 SO_LINGER = 13
 SO_RCVTIMEO = 20
 SO_SNDTIMEO = 21
@@ -120,16 +174,40 @@ SO_PEERCRED = 17
 SO_ATTACH_REUSEPORT_CBPF = 51
 SO_RCVTIMEO_NEW = 66
 SO_SNDTIMEO_NEW = 67
-TCP_NAMES = {1: "TCP_NODELAY", 2: "TCP_MAXSEG", 3: "TCP_CORK", 4: "TCP_KEEPIDLE",
-             5: "TCP_KEEPINTVL", 6: "TCP_KEEPCNT", 9: "TCP_DEFER_ACCEPT",
-             12: "TCP_QUICKACK", 23: "TCP_FASTOPEN"}
-IP_NAMES = {1: "IP_TOS", 2: "IP_TTL", 3: "IP_HDRINCL", 4: "IP_OPTIONS", 8: "IP_RECVTTL",
-            10: "IP_MTU_DISCOVER", 11: "IP_RECVERR", 32: "IP_MULTICAST_IF",
-            33: "IP_MULTICAST_TTL", 34: "IP_MULTICAST_LOOP", 35: "IP_ADD_MEMBERSHIP",
-            36: "IP_DROP_MEMBERSHIP"}
-IPV6_NAMES = {16: "IPV6_UNICAST_HOPS", 18: "IPV6_MULTICAST_LOOP", 20: "IPV6_JOIN_GROUP",
-              25: "IPV6_RECVERR", 26: "IPV6_V6ONLY", 49: "IPV6_RECVPKTINFO",
-              67: "IPV6_TCLASS"}
+TCP_NAMES = {
+    1: "TCP_NODELAY",
+    2: "TCP_MAXSEG",
+    3: "TCP_CORK",
+    4: "TCP_KEEPIDLE",
+    5: "TCP_KEEPINTVL",
+    6: "TCP_KEEPCNT",
+    9: "TCP_DEFER_ACCEPT",
+    12: "TCP_QUICKACK",
+    23: "TCP_FASTOPEN",
+}
+IP_NAMES = {
+    1: "IP_TOS",
+    2: "IP_TTL",
+    3: "IP_HDRINCL",
+    4: "IP_OPTIONS",
+    8: "IP_RECVTTL",
+    10: "IP_MTU_DISCOVER",
+    11: "IP_RECVERR",
+    32: "IP_MULTICAST_IF",
+    33: "IP_MULTICAST_TTL",
+    34: "IP_MULTICAST_LOOP",
+    35: "IP_ADD_MEMBERSHIP",
+    36: "IP_DROP_MEMBERSHIP",
+}
+IPV6_NAMES = {
+    16: "IPV6_UNICAST_HOPS",
+    18: "IPV6_MULTICAST_LOOP",
+    20: "IPV6_JOIN_GROUP",
+    25: "IPV6_RECVERR",
+    26: "IPV6_V6ONLY",
+    49: "IPV6_RECVPKTINFO",
+    67: "IPV6_TCLASS",
+}
 OPTION_NAMES = {SOL_SOCKET: SO_NAMES, SOL_TCP: TCP_NAMES, SOL_IP: IP_NAMES, SOL_IPV6: IPV6_NAMES}
 
 # Options whose values hold pointers other than sock_fprog: the host would read our memory
@@ -137,25 +215,42 @@ OPTION_NAMES = {SOL_SOCKET: SO_NAMES, SOL_TCP: TCP_NAMES, SOL_IP: IP_NAMES, SOL_
 # (include/uapi/linux/netfilter_ipv4/ip_tables.h's IPT_SO_* are 64..; TCP_ZEROCOPY_RECEIVE 35
 # and TCP_MD5SIG 14 hold pointers or netlink-sized blobs we do not check.)
 POINTER_OPTIONS = frozenset(
-    {(SOL_IP, n) for n in range(64, 72)} | {(SOL_IPV6, n) for n in range(64, 72)}
-    | {(SOL_TCP, 35)}
+    {(SOL_IP, n) for n in range(64, 72)} | {(SOL_IPV6, n) for n in range(64, 72)} | {(SOL_TCP, 35)}
 )
 
 # ---- layouts ---------------------------------------------------------------------------------
 
 # include/uapi/linux/in.h: struct sockaddr_in (sin_port and sin_addr in network order)
-SOCKADDR_IN = Layout("sockaddr_in", [("sin_family", "H"), ("sin_port", "2s"),
-                                     ("sin_addr", "4s")], size=16)
+SOCKADDR_IN = Layout(
+    "sockaddr_in", [("sin_family", "H"), ("sin_port", "2s"), ("sin_addr", "4s")], size=16
+)
 # include/uapi/linux/in6.h: struct sockaddr_in6
-SOCKADDR_IN6 = Layout("sockaddr_in6", [("sin6_family", "H"), ("sin6_port", "2s"),
-                                       ("sin6_flowinfo", "4s"), ("sin6_addr", "16s"),
-                                       ("sin6_scope_id", "I")])
+SOCKADDR_IN6 = Layout(
+    "sockaddr_in6",
+    [
+        ("sin6_family", "H"),
+        ("sin6_port", "2s"),
+        ("sin6_flowinfo", "4s"),
+        ("sin6_addr", "16s"),
+        ("sin6_scope_id", "I"),
+    ],
+)
 # include/uapi/linux/un.h: struct sockaddr_un (UNIX_PATH_MAX 108)
 SOCKADDR_UN = Layout("sockaddr_un", [("sun_family", "H"), ("sun_path", "108s")])
 # include/linux/socket.h: struct user_msghdr, 64-bit
-MSGHDR = Layout("user_msghdr", [("msg_name", "Q"), ("msg_namelen", "i"), ("msg_iov", "Q"),
-                                ("msg_iovlen", "Q"), ("msg_control", "Q"),
-                                ("msg_controllen", "Q"), ("msg_flags", "I")], size=56)
+MSGHDR = Layout(
+    "user_msghdr",
+    [
+        ("msg_name", "Q"),
+        ("msg_namelen", "i"),
+        ("msg_iov", "Q"),
+        ("msg_iovlen", "Q"),
+        ("msg_control", "Q"),
+        ("msg_controllen", "Q"),
+        ("msg_flags", "I"),
+    ],
+    size=56,
+)
 # include/linux/socket.h: struct mmsghdr
 MMSGHDR = Layout("mmsghdr", [("msg_hdr", "56s"), ("msg_len", "I")], size=64)
 # include/linux/socket.h: struct cmsghdr; data follows at CMSG_ALIGN(sizeof(cmsghdr))
@@ -279,8 +374,10 @@ class OptionName(ArgKind):
 
 def _show_msghdr(proc: Process, addr: int) -> str:
     m = MSGHDR.unpack(proc.mem.read(addr, MSGHDR.size))
-    return (f"{{msg_namelen={m['msg_namelen']}, msg_iovlen={m['msg_iovlen']}, "
-            f"msg_controllen={m['msg_controllen']}, msg_flags={m['msg_flags']:#x}}}")
+    return (
+        f"{{msg_namelen={m['msg_namelen']}, msg_iovlen={m['msg_iovlen']}, "
+        f"msg_controllen={m['msg_controllen']}, msg_flags={m['msg_flags']:#x}}}"
+    )
 
 
 class MsgHdrArg(ArgKind):
@@ -330,33 +427,50 @@ def _pointer(buffer: ctypes.Array) -> int:
 class HostMessage:
     """A msghdr in host memory for one sendmsg/recvmsg, with its buffers kept alive."""
 
-    def __init__(self, name: bytes | None, name_capacity: int, data: bytes | None,
-                 data_capacity: int, control: bytes | None, control_capacity: int) -> None:
+    def __init__(
+        self,
+        name: bytes | None,
+        name_capacity: int,
+        data: bytes | None,
+        data_capacity: int,
+        control: bytes | None,
+        control_capacity: int,
+    ) -> None:
         self.name = ctypes.create_string_buffer(name or b"", max(name_capacity, 1))
         self.data = ctypes.create_string_buffer(data or b"", max(data_capacity, 1))
         self.control = ctypes.create_string_buffer(control or b"", max(control_capacity, 1))
         self.iovec = ctypes.create_string_buffer(
             struct.pack("<QQ", _pointer(self.data), data_capacity), 16
         )
-        self.header = ctypes.create_string_buffer(MSGHDR.pack(
-            msg_name=_pointer(self.name) if name_capacity else 0, msg_namelen=name_capacity,
-            msg_iov=_pointer(self.iovec), msg_iovlen=1,
-            msg_control=_pointer(self.control) if control_capacity else 0,
-            msg_controllen=control_capacity,
-        ), MSGHDR.size)
+        self.header = ctypes.create_string_buffer(
+            MSGHDR.pack(
+                msg_name=_pointer(self.name) if name_capacity else 0,
+                msg_namelen=name_capacity,
+                msg_iov=_pointer(self.iovec),
+                msg_iovlen=1,
+                msg_control=_pointer(self.control) if control_capacity else 0,
+                msg_controllen=control_capacity,
+            ),
+            MSGHDR.size,
+        )
 
     def result_header(self) -> dict[str, object]:
         return MSGHDR.unpack(self.header.raw)
 
 
-def parse_control(data: bytes) -> list[tuple[int, int, bytes]]:
-    """The (level, type, payload) messages of a control buffer (the kernel's CMSG_NXTHDR walk)."""
+def parse_control(data: bytes, strict: bool = True) -> list[tuple[int, int, bytes]]:
+    """The (level, type, payload) messages of a control buffer (the kernel's CMSG_NXTHDR walk).
+
+    A malformed header is EINVAL when `strict` (what sendmsg says of the guest's), else the end
+    of the walk (what the host gave back cannot be refused once the data is consumed)."""
     messages = []
     offset = 0
     while offset + CMSGHDR.size <= len(data):
         header = CMSGHDR.unpack(data[offset:])
         length = int(header["cmsg_len"])  # type: ignore[call-overload]
         if length < CMSGHDR.size or offset + length > len(data):
+            if not strict:
+                break
             raise OSError(errno.EINVAL, "bad cmsg_len")
         payload = data[offset + CMSGHDR.size : offset + length]
         messages.append((int(header["cmsg_level"]), int(header["cmsg_type"]), payload))  # type: ignore[call-overload]
@@ -379,7 +493,7 @@ def control_to_guest(data: bytes, capacity: int) -> tuple[bytes, bool]:
     last message may lose its tail padding); True when something had to be cut."""
     out = bytearray()
     truncated = False
-    for level, kind, payload in parse_control(data):
+    for level, kind, payload in parse_control(data, strict=False):
         length = CMSGHDR.size + len(payload)
         if len(out) + length > capacity:
             truncated = True
@@ -481,8 +595,9 @@ def shutdown(proc: Process, fd: int, how: int) -> int:
 
 
 @syscall("sendto", FD, InBuf(2), ULONG, MSG_FLAGS, SockAddrIn(5), INT)
-def sendto(proc: Process, fd: int, buf: int, length: int, flags: int, addr: int,
-           addr_length: int) -> int:
+def sendto(
+    proc: Process, fd: int, buf: int, length: int, flags: int, addr: int, addr_length: int
+) -> int:
     data = proc.mem.read(buf, min(length, MAX_TRANSFER))
     payload = ctypes.create_string_buffer(data, max(len(data), 1))
     if addr:
@@ -493,8 +608,9 @@ def sendto(proc: Process, fd: int, buf: int, length: int, flags: int, addr: int,
 
 
 @syscall("recvfrom", FD, OutBuf(2), ULONG, MSG_FLAGS, SockAddrOut(5), PTR)
-def recvfrom(proc: Process, fd: int, buf: int, length: int, flags: int, addr: int,
-             length_ptr: int) -> int:
+def recvfrom(
+    proc: Process, fd: int, buf: int, length: int, flags: int, addr: int, length_ptr: int
+) -> int:
     capacity = read_length(proc, length_ptr) if addr else 0
     size = min(length, MAX_TRANSFER)
     payload = ctypes.create_string_buffer(max(size, 1))
@@ -545,8 +661,9 @@ def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], fl
     size = min(sum(length for _, length in vecs), MAX_TRANSFER)
     control_addr = int(header["msg_control"])  # type: ignore[call-overload]
     control_capacity = min(int(header["msg_controllen"]), MAX_CONTROL) if control_addr else 0  # type: ignore[call-overload]
-    message = HostMessage(None, SOCKADDR_STORAGE_SIZE if name_addr else 0, None, size, None,
-                          control_capacity)
+    message = HostMessage(
+        None, SOCKADDR_STORAGE_SIZE if name_addr else 0, None, size, None, control_capacity
+    )
     count = host_syscall(HOST_SYS_RECVMSG, fd, message.header, flags)
     result = message.result_header()
     data = message.data.raw[: min(count, size)]
@@ -567,8 +684,7 @@ def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], fl
     name_length = int(result["msg_namelen"]) if name_addr else 0  # type: ignore[call-overload]
     if name_addr and name_capacity:
         proc.mem.write(name_addr, message.name.raw[: min(name_length, name_capacity)])
-    header = dict(header, msg_namelen=name_length, msg_controllen=len(control),
-                  msg_flags=out_flags)
+    header = dict(header, msg_namelen=name_length, msg_controllen=len(control), msg_flags=out_flags)
     proc.mem.write(msg, MSGHDR.pack(**header))
     return count
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import resource
@@ -9,13 +10,24 @@ import struct
 
 from qemuser.syscalls.abi.layout import Layout
 from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import INT, PTR, ULONG, Enum, Flags, Ret, StructIn, StructOut, syscall
+from qemuser.syscalls.registry import (
+    INT,
+    PTR,
+    ULONG,
+    Enum,
+    Flags,
+    Ret,
+    StructIn,
+    StructOut,
+    s32,
+    syscall,
+)
 
 
 @syscall("exit", INT, ret=Ret.NONE)
 def exit_(proc: Process, status: int) -> int:
-    # A single-threaded process: the last thread's exit ends the process.
-    proc.request_exit(status)
+    # the calling thread ends; the last thread's exit ends the process
+    proc.exit_thread(status)
     return 0
 
 
@@ -105,6 +117,8 @@ def getresgid(proc: Process, rgid: int, egid: int, sgid: int) -> int:
 @syscall("getgroups", INT, PTR)
 def getgroups(proc: Process, size: int, groups: int) -> int:
     host = os.getgroups()
+    if size < 0:
+        return -errno.EINVAL
     if size == 0:
         return len(host)
     if size < len(host):
@@ -173,15 +187,17 @@ def setfsgid(proc: Process, gid: int) -> int:
 
 
 # struct new_utsname (include/uapi/linux/utsname.h): six fields of 65 bytes.
-UTSNAME = Layout("new_utsname", [(f, "65s") for f in
-                                 ("sysname", "nodename", "release", "version", "machine", "domainname")])
+UTSNAME = Layout(
+    "new_utsname",
+    [(f, "65s") for f in ("sysname", "nodename", "release", "version", "machine", "domainname")],
+)
 
 
 def _show_uname(proc: Process, addr: int) -> str:
     fields = UTSNAME.unpack(proc.mem.read(addr, UTSNAME.size))
-    return "{sysname=%r, machine=%r, ...}" % (
-        fields["sysname"].rstrip(b"\0").decode(), fields["machine"].rstrip(b"\0").decode()
-    )
+    sysname = fields["sysname"].rstrip(b"\0").decode()  # type: ignore[union-attr]
+    machine = fields["machine"].rstrip(b"\0").decode()  # type: ignore[union-attr]
+    return f"{{sysname={sysname!r}, machine={machine!r}, ...}}"
 
 
 @syscall("uname", StructOut(_show_uname))
@@ -196,9 +212,12 @@ def uname(proc: Process, buf: int) -> int:
     proc.mem.write(
         buf,
         UTSNAME.pack(
-            sysname=host.sysname.encode(), nodename=host.nodename.encode(),
-            release=host.release.encode(), version=host.version.encode(),
-            machine=proc.linux.uname_machine.encode(), domainname=domain,
+            sysname=host.sysname.encode(),
+            nodename=host.nodename.encode(),
+            release=host.release.encode(),
+            version=host.version.encode(),
+            machine=proc.linux.uname_machine.encode(),
+            domainname=domain,
         ),
     )
     return 0
@@ -214,12 +233,29 @@ def sethostname(proc: Process, name: int, length: int) -> int:
 
 # ---- limits ----------------------------------------------------------------------------------
 
-RLIMIT_NAMES = {0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT_STACK",
-                4: "RLIMIT_CORE", 5: "RLIMIT_RSS", 6: "RLIMIT_NPROC", 7: "RLIMIT_NOFILE",
-                8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS", 10: "RLIMIT_LOCKS", 11: "RLIMIT_SIGPENDING",
-                12: "RLIMIT_MSGQUEUE", 13: "RLIMIT_NICE", 14: "RLIMIT_RTPRIO", 15: "RLIMIT_RTTIME"}
+RLIMIT_NAMES = {
+    0: "RLIMIT_CPU",
+    1: "RLIMIT_FSIZE",
+    2: "RLIMIT_DATA",
+    3: "RLIMIT_STACK",
+    4: "RLIMIT_CORE",
+    5: "RLIMIT_RSS",
+    6: "RLIMIT_NPROC",
+    7: "RLIMIT_NOFILE",
+    8: "RLIMIT_MEMLOCK",
+    9: "RLIMIT_AS",
+    10: "RLIMIT_LOCKS",
+    11: "RLIMIT_SIGPENDING",
+    12: "RLIMIT_MSGQUEUE",
+    13: "RLIMIT_NICE",
+    14: "RLIMIT_RTPRIO",
+    15: "RLIMIT_RTTIME",
+}
 RLIM_INFINITY = (1 << 64) - 1
 RLIMIT = Enum(RLIMIT_NAMES)
+# include/uapi/linux/resource.h: struct rlimit64 {__u64 rlim_cur; __u64 rlim_max} (and struct
+# rlimit, two unsigned longs: the same bytes on 64-bit)
+RLIMIT64 = Layout("rlimit64", [("rlim_cur", "Q"), ("rlim_max", "Q")])
 
 
 def _rlim_to_guest(value: int) -> int:
@@ -230,15 +266,42 @@ def _rlim_to_host(value: int) -> int:
     return resource.RLIM_INFINITY if value == RLIM_INFINITY else value
 
 
+# Limits that would bind the emulator rather than the guest if the host applied them: the
+# guest's stack is ours (-s), and its address space and data segment are a few of the host's
+# mappings among unicorn's own. They are kept here, per host process (so fork and execve keep
+# them, as Linux keeps rlimits), and reported back; qemu-user, too, leaves them off the host.
+EMULATED_LIMITS = (resource.RLIMIT_STACK, resource.RLIMIT_AS, resource.RLIMIT_DATA)
+_emulated_limits: dict[int, tuple[int, int]] = {}
+
+
+def _read_rlimit(proc: Process, addr: int) -> tuple[int, int]:
+    fields = RLIMIT64.unpack(proc.mem.read(addr, RLIMIT64.size))
+    return int(fields["rlim_cur"]), int(fields["rlim_max"])  # type: ignore[call-overload]
+
+
+def _write_rlimit(proc: Process, addr: int, soft: int, hard: int) -> None:
+    proc.mem.write(addr, RLIMIT64.pack(rlim_cur=soft, rlim_max=hard))
+
+
 def _get_limit(proc: Process, which: int) -> tuple[int, int]:
-    if which == resource.RLIMIT_STACK:
-        return (proc.config.stack_size, RLIM_INFINITY)
+    if which in _emulated_limits:
+        return _emulated_limits[which]
     soft, hard = resource.getrlimit(which)
-    return _rlim_to_guest(soft), _rlim_to_guest(hard)
+    soft, hard = _rlim_to_guest(soft), _rlim_to_guest(hard)
+    if which == resource.RLIMIT_STACK:
+        soft = min(proc.config.stack_size, hard)  # the stack the guest really has
+    return soft, hard
+
+
+def _set_emulated_limit(proc: Process, which: int, soft: int, hard: int) -> None:
+    _, current_hard = _get_limit(proc, which)
+    if hard > current_hard and os.geteuid() != 0:
+        raise OSError(errno.EPERM, "raising a hard limit needs CAP_SYS_RESOURCE")
+    _emulated_limits[which] = (soft, hard)
 
 
 def _show_rlimit(proc: Process, addr: int) -> str:
-    soft, hard = struct.unpack("<QQ", proc.mem.read(addr, 16))
+    soft, hard = _read_rlimit(proc, addr)
     show = lambda v: "RLIM_INFINITY" if v == RLIM_INFINITY else str(v)  # noqa: E731
     return f"{{rlim_cur={show(soft)},rlim_max={show(hard)}}}"
 
@@ -248,20 +311,26 @@ def prlimit64(proc: Process, pid: int, which: int, new: int, old: int) -> int:
     if which not in RLIMIT_NAMES:
         return -errno.EINVAL
     if pid not in (0, os.getpid()):
-        if not new and old:
-            soft, hard = resource.prlimit(pid, which)
-            proc.mem.write(old, struct.pack("<QQ", _rlim_to_guest(soft), _rlim_to_guest(hard)))
-            return 0
-        return -errno.EPERM
+        # another process: the host's limits are its own
+        if new:
+            soft, hard = _read_rlimit(proc, new)
+            previous = resource.prlimit(pid, which, (_rlim_to_host(soft), _rlim_to_host(hard)))
+        else:
+            previous = resource.prlimit(pid, which)
+        if old:
+            _write_rlimit(proc, old, *map(_rlim_to_guest, previous))
+        return 0
     current = _get_limit(proc, which)
     if new:
-        soft, hard = struct.unpack("<QQ", proc.mem.read(new, 16))
+        soft, hard = _read_rlimit(proc, new)
         if soft > hard:
             return -errno.EINVAL
-        if which != resource.RLIMIT_STACK:
+        if which in EMULATED_LIMITS:
+            _set_emulated_limit(proc, which, soft, hard)
+        else:
             resource.setrlimit(which, (_rlim_to_host(soft), _rlim_to_host(hard)))
     if old:
-        proc.mem.write(old, struct.pack("<QQ", *current))
+        _write_rlimit(proc, old, *current)
     return 0
 
 
@@ -275,16 +344,60 @@ def setrlimit(proc: Process, which: int, new: int) -> int:
     return prlimit64(proc, 0, which, new, 0)
 
 
-# struct rusage (include/uapi/linux/resource.h): two timevals then 14 longs = 144 bytes.
-def _pack_rusage(ru: resource.struct_rusage) -> bytes:
-    def tv(seconds: float) -> tuple[int, int]:
-        whole = int(seconds)
-        return whole, int(round((seconds - whole) * 1_000_000))
+# include/uapi/linux/resource.h: struct rusage, two __kernel_old_timeval then 14 longs
+RUSAGE = Layout(
+    "rusage",
+    [("ru_utime_sec", "q"), ("ru_utime_usec", "q"), ("ru_stime_sec", "q"), ("ru_stime_usec", "q")]
+    + [
+        (f"ru_{name}", "q")
+        for name in (
+            "maxrss",
+            "ixrss",
+            "idrss",
+            "isrss",
+            "minflt",
+            "majflt",
+            "nswap",
+            "inblock",
+            "oublock",
+            "msgsnd",
+            "msgrcv",
+            "nsignals",
+            "nvcsw",
+            "nivcsw",
+        )
+    ],
+)
 
-    return struct.pack(
-        "<qqqq14q", *tv(ru.ru_utime), *tv(ru.ru_stime), ru.ru_maxrss, ru.ru_ixrss, ru.ru_idrss,
-        ru.ru_isrss, ru.ru_minflt, ru.ru_majflt, ru.ru_nswap, ru.ru_inblock, ru.ru_oublock,
-        ru.ru_msgsnd, ru.ru_msgrcv, ru.ru_nsignals, ru.ru_nvcsw, ru.ru_nivcsw,
+
+def _pack_rusage(ru: resource.struct_rusage) -> bytes:
+    user_sec, user_usec = divmod(round(ru.ru_utime * 1_000_000), 1_000_000)
+    system_sec, system_usec = divmod(round(ru.ru_stime * 1_000_000), 1_000_000)
+    counters = {
+        f"ru_{name}": getattr(ru, f"ru_{name}")
+        for name in (
+            "maxrss",
+            "ixrss",
+            "idrss",
+            "isrss",
+            "minflt",
+            "majflt",
+            "nswap",
+            "inblock",
+            "oublock",
+            "msgsnd",
+            "msgrcv",
+            "nsignals",
+            "nvcsw",
+            "nivcsw",
+        )
+    }
+    return RUSAGE.pack(
+        ru_utime_sec=user_sec,
+        ru_utime_usec=user_usec,
+        ru_stime_sec=system_sec,
+        ru_stime_usec=system_usec,
+        **counters,
     )
 
 
@@ -297,22 +410,59 @@ def getrusage(proc: Process, who: int, usage: int) -> int:
     return 0
 
 
-# struct sysinfo (include/uapi/linux/sysinfo.h), 64-bit: 112 bytes; x86_64's is identical.
+# include/uapi/linux/sysinfo.h: struct sysinfo, 64-bit (__kernel_long_t fields; _f pads to 112)
+SYSINFO = Layout(
+    "sysinfo",
+    [
+        ("uptime", "q"),
+        ("loads", "3Q"),
+        ("totalram", "Q"),
+        ("freeram", "Q"),
+        ("sharedram", "Q"),
+        ("bufferram", "Q"),
+        ("totalswap", "Q"),
+        ("freeswap", "Q"),
+        ("procs", "H"),
+        ("pad", "H"),
+        ("totalhigh", "Q"),
+        ("freehigh", "Q"),
+        ("mem_unit", "I"),
+    ],
+    size=112,
+)
+HOST_SYS_SYSINFO = 99  # x86_64, whose struct sysinfo has the same fields and sizes
+
+
+def _unpack_sysinfo(data: bytes) -> dict[str, object]:
+    values = SYSINFO.struct.unpack(data)
+    # "3Q" unpacks to three values: regroup them under their one field name
+    names = ["uptime", "load0", "load1", "load2"] + [f for f, _ in SYSINFO.fields[2:]]
+    fields: dict[str, object] = dict(zip(names, values))
+    fields["loads"] = (fields.pop("load0"), fields.pop("load1"), fields.pop("load2"))
+    return fields
+
+
+def _pack_sysinfo(fields: dict[str, object]) -> bytes:
+    ordered = []
+    for name, _ in SYSINFO.fields:
+        value = fields[name]
+        ordered.extend(value if isinstance(value, tuple) else (value,))
+    return SYSINFO.struct.pack(*ordered)
+
+
 @syscall("sysinfo", PTR)
 def sysinfo(proc: Process, info: int) -> int:
-    import ctypes
+    from qemuser.syscalls.fs import host_syscall
 
-    buf = ctypes.create_string_buffer(112)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.sysinfo(buf) < 0:
-        return -ctypes.get_errno()
-    proc.mem.write(info, buf.raw)
+    host = ctypes.create_string_buffer(SYSINFO.size)
+    host_syscall(HOST_SYS_SYSINFO, host)
+    proc.mem.write(info, _pack_sysinfo(_unpack_sysinfo(host.raw)))
     return 0
 
 
 @syscall("getrandom", PTR, ULONG, Flags({1: "GRND_NONBLOCK", 2: "GRND_RANDOM", 4: "GRND_INSECURE"}))
 def getrandom(proc: Process, buf: int, length: int, flags: int) -> int:
-    if flags & ~7:
+    if flags & ~7 or flags & 6 == 6:  # GRND_INSECURE with GRND_RANDOM is EINVAL too
         return -errno.EINVAL
     length = min(length, 1 << 25)
     proc.mem.write(buf, os.getrandom(length, flags & 3))
@@ -322,15 +472,21 @@ def getrandom(proc: Process, buf: int, length: int, flags: int) -> int:
 # ---- scheduling ------------------------------------------------------------------------------
 
 
+HOST_SYS_SCHED_GETAFFINITY = 204  # x86_64
+HOST_SYS_GETCPU = 309
+
+
 @syscall("sched_getaffinity", INT, ULONG, PTR)
 def sched_getaffinity(proc: Process, pid: int, size: int, mask: int) -> int:
-    cpus = os.sched_getaffinity(pid)
-    nbytes = max((max(cpus) // 64 + 1) * 8, 8)
-    if size < nbytes or size % 8:
-        return -errno.EINVAL
-    value = sum(1 << c for c in cpus)
-    proc.mem.write(mask, value.to_bytes(nbytes, "little"))
-    return nbytes
+    # The host's own call: its checks (size against nr_cpu_ids, a multiple of a long) and its
+    # result (the bytes it wrote) are what the guest should see; cpu masks are arrays of longs
+    # on both sides.
+    from qemuser.syscalls.fs import host_syscall
+
+    host = ctypes.create_string_buffer(max(min(size, 1 << 16), 8))
+    written = host_syscall(HOST_SYS_SCHED_GETAFFINITY, pid, min(size, 1 << 16), host)
+    proc.mem.write(mask, host.raw[:written])
+    return written
 
 
 @syscall("sched_setaffinity", INT, ULONG, PTR)
@@ -349,10 +505,14 @@ def sched_yield(proc: Process) -> int:
 
 @syscall("getcpu", PTR, PTR, PTR)
 def getcpu(proc: Process, cpu: int, node: int, cache: int) -> int:
+    from qemuser.syscalls.fs import host_syscall
+
+    host = (ctypes.c_uint32 * 2)()
+    host_syscall(HOST_SYS_GETCPU, ctypes.addressof(host), ctypes.addressof(host) + 4, 0)
     if cpu:
-        proc.mem.write_u32(cpu, 0)
+        proc.mem.write_u32(cpu, host[0])
     if node:
-        proc.mem.write_u32(node, 0)
+        proc.mem.write_u32(node, host[1])
     return 0
 
 
@@ -364,6 +524,60 @@ def sched_getscheduler(proc: Process, pid: int) -> int:
 @syscall("sched_getparam", INT, PTR)
 def sched_getparam(proc: Process, pid: int, param: int) -> int:
     proc.mem.write_u32(param, os.sched_getparam(pid).sched_priority)
+    return 0
+
+
+# include/uapi/linux/sched.h: policies are the same numbers on every arch, so they pass as
+# they are; struct sched_param (include/uapi/linux/sched/types.h) is one int.
+SCHED_POLICY = Enum(
+    {
+        0: "SCHED_OTHER",
+        1: "SCHED_FIFO",
+        2: "SCHED_RR",
+        3: "SCHED_BATCH",
+        5: "SCHED_IDLE",
+        6: "SCHED_DEADLINE",
+    }
+)
+
+
+def _read_sched_param(proc: Process, param: int) -> os.sched_param:
+    return os.sched_param(s32(proc.mem.read_u32(param)))
+
+
+@syscall("sched_setscheduler", INT, INT, PTR)
+def sched_setscheduler(proc: Process, pid: int, policy: int, param: int) -> int:
+    if pid < 0 or not param:
+        return -errno.EINVAL
+    os.sched_setscheduler(pid, policy, _read_sched_param(proc, param))
+    return 0
+
+
+@syscall("sched_setparam", INT, PTR)
+def sched_setparam(proc: Process, pid: int, param: int) -> int:
+    if pid < 0 or not param:
+        return -errno.EINVAL
+    os.sched_setparam(pid, _read_sched_param(proc, param))
+    return 0
+
+
+@syscall("sched_get_priority_max", SCHED_POLICY)
+def sched_get_priority_max(proc: Process, policy: int) -> int:
+    return os.sched_get_priority_max(policy)
+
+
+@syscall("sched_get_priority_min", SCHED_POLICY)
+def sched_get_priority_min(proc: Process, policy: int) -> int:
+    return os.sched_get_priority_min(policy)
+
+
+@syscall("sched_rr_get_interval", INT, PTR)
+def sched_rr_get_interval(proc: Process, pid: int, interval: int) -> int:
+    from qemuser.syscalls.time import write_timespec
+
+    if pid < 0:
+        return -errno.EINVAL
+    write_timespec(proc, interval, round(os.sched_rr_get_interval(pid) * 1_000_000_000))
     return 0
 
 
@@ -381,46 +595,107 @@ def setpriority(proc: Process, which: int, who: int, prio: int) -> int:
 
 # ---- prctl -----------------------------------------------------------------------------------
 
-PR_NAMES = {1: "PR_SET_PDEATHSIG", 2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE",
-            4: "PR_SET_DUMPABLE", 15: "PR_SET_NAME", 16: "PR_GET_NAME", 22: "PR_GET_SECCOMP",
-            36: "PR_SET_CHILD_SUBREAPER", 37: "PR_GET_CHILD_SUBREAPER", 38: "PR_SET_NO_NEW_PRIVS",
-            39: "PR_GET_NO_NEW_PRIVS", 23: "PR_CAPBSET_READ", 47: "PR_CAP_AMBIENT",
-            50: "PR_SVE_SET_VL", 51: "PR_SVE_GET_VL", 0x59616d61: "PR_SET_PTRACER",
-            1398164801: "PR_SET_VMA"}
+PR_NAMES = {
+    1: "PR_SET_PDEATHSIG",
+    2: "PR_GET_PDEATHSIG",
+    3: "PR_GET_DUMPABLE",
+    4: "PR_SET_DUMPABLE",
+    7: "PR_GET_KEEPCAPS",
+    8: "PR_SET_KEEPCAPS",
+    15: "PR_SET_NAME",
+    16: "PR_GET_NAME",
+    21: "PR_GET_SECCOMP",
+    22: "PR_SET_SECCOMP",
+    24: "PR_CAPBSET_DROP",
+    29: "PR_SET_TIMERSLACK",
+    30: "PR_GET_TIMERSLACK",
+    40: "PR_GET_TID_ADDRESS",
+    41: "PR_SET_THP_DISABLE",
+    42: "PR_GET_THP_DISABLE",
+    36: "PR_SET_CHILD_SUBREAPER",
+    37: "PR_GET_CHILD_SUBREAPER",
+    38: "PR_SET_NO_NEW_PRIVS",
+    39: "PR_GET_NO_NEW_PRIVS",
+    23: "PR_CAPBSET_READ",
+    47: "PR_CAP_AMBIENT",
+    50: "PR_SVE_SET_VL",
+    51: "PR_SVE_GET_VL",
+    0x59616D61: "PR_SET_PTRACER",
+    1398164801: "PR_SET_VMA",
+}
+
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_SET_NAME = 15
+PR_GET_NAME = 16
+PR_GET_SECCOMP = 21
+PR_GET_CHILD_SUBREAPER = 37
+PR_GET_TID_ADDRESS = 40
+PR_SET_VMA = 0x53564D41
+TASK_COMM_LEN = 16
+# Options whose arguments are plain numbers and whose effect is on the process as a whole:
+# the host process is the guest's, so the host applies them (signal numbers included: the
+# asm-generic ones are x86_64's). include/uapi/linux/prctl.h
+PASSED_TO_HOST = frozenset(
+    {
+        PR_SET_PDEATHSIG,
+        3,
+        4,  # PR_GET_DUMPABLE, PR_SET_DUMPABLE
+        7,
+        8,  # PR_GET_KEEPCAPS, PR_SET_KEEPCAPS
+        23,
+        24,  # PR_CAPBSET_READ, PR_CAPBSET_DROP
+        29,
+        30,  # PR_SET_TIMERSLACK, PR_GET_TIMERSLACK
+        36,  # PR_SET_CHILD_SUBREAPER
+        38,
+        39,  # PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS
+        41,
+        42,  # PR_SET_THP_DISABLE, PR_GET_THP_DISABLE
+        47,  # PR_CAP_AMBIENT
+        0x59616D61,  # PR_SET_PTRACER
+    }
+)
+# Options that return an int through the pointer in arg2.
+INT_OUT_OPTIONS = frozenset({PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER})
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _host_prctl(option: int, *args: int) -> int:
+    padded = [*args, 0, 0, 0, 0][:4]
+    result = _libc.prctl(option, *(ctypes.c_ulong(a) for a in padded))
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
 
 
 @syscall("prctl", Enum(PR_NAMES), ULONG, ULONG, ULONG, ULONG)
 def prctl(proc: Process, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if option == 15:  # PR_SET_NAME
-        proc.thread_name = proc.mem.read_cstr(a2, 16)[:15]
+    if option == PR_SET_NAME:
+        name = proc.mem.read_cstr(a2, TASK_COMM_LEN)[: TASK_COMM_LEN - 1]
+        proc.thread_name = name
+        _host_prctl(PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(name, 16)))
         return 0
-    if option == 16:  # PR_GET_NAME
-        proc.mem.write(a2, proc.thread_name.ljust(16, b"\0")[:16])
+    if option == PR_GET_NAME:
+        proc.mem.write(a2, proc.thread_name.ljust(TASK_COMM_LEN, b"\0")[:TASK_COMM_LEN])
         return 0
-    if option in (1, 3, 4, 36, 37, 38, 39, 23, 0x59616D61):
-        if option in (2, 37, 39):
-            pass
-        out = ctypes.c_int(0)
-        if option in (37,):
-            result = libc.prctl(option, ctypes.byref(out), 0, 0, 0)
-            if result == 0:
-                proc.mem.write_u32(a2, out.value)
-            return result if result >= 0 else -ctypes.get_errno()
-        result = libc.prctl(option, ctypes.c_ulong(a2), ctypes.c_ulong(a3),
-                            ctypes.c_ulong(a4), ctypes.c_ulong(a5))
-        return result if result >= 0 else -ctypes.get_errno()
-    if option == 2:  # PR_GET_PDEATHSIG
-        out = ctypes.c_int(0)
-        libc.prctl(2, ctypes.byref(out), 0, 0, 0)
-        proc.mem.write_u32(a2, out.value)
+    if option in INT_OUT_OPTIONS:
+        value = ctypes.c_int(0)
+        _host_prctl(option, ctypes.addressof(value))
+        proc.mem.write_u32(a2, value.value)
         return 0
-    if option == 22:  # PR_GET_SECCOMP
+    if option == PR_GET_TID_ADDRESS:
+        proc.mem.write_u64(a2, proc.clear_child_tid)
         return 0
-    if option == 1398164801:  # PR_SET_VMA (naming anonymous memory): accepted, not shown
-        return 0
+    if option in PASSED_TO_HOST:
+        return _host_prctl(option, a2, a3, a4, a5)
+    if option == PR_GET_SECCOMP:
+        return 0  # no seccomp filter: the guest's system calls are ours
+    if option == PR_SET_VMA:
+        return 0  # naming anonymous memory: accepted, not shown in maps
     return -errno.EINVAL
 
 

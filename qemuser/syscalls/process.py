@@ -56,6 +56,7 @@ from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, hwcaps
 from qemuser.syscalls.numbers import numbers_for
 from qemuser.syscalls.registry import MASK64, REGISTRY, SyscallDef, format_call
+from qemuser.syscalls.threads import OFFLOADED, SLICE_INSTRUCTIONS, Scheduler
 from qemuser.syscalls.sigstate import (
     DEFAULT_CORE,
     DEFAULT_IGNORE,
@@ -209,8 +210,6 @@ class Process:
     interp: LoadedImage | None = None
     stack: InitialStack | None = None
     reported_unknown: set[int] = field(default_factory=set)
-    clear_child_tid: int = 0
-    robust_list: tuple[int, int] = (0, 0)
     umask_value: int = 0o022
     stack_low: int = 0
 
@@ -238,7 +237,7 @@ class Process:
         self._interrupt_hook = add_raw_interrupt_hook(self.uc, self._on_interrupt_raw)
         self.pending_fatal: FatalSignal | None = None
         self.host_fd_reserved: set[int] = set()
-        self.tid = self.pid
+        self.sched = Scheduler(self, self.pid)
         self.signals = SignalState()
         self.signal_bridge: HostSignalBridge | None = None
         self.sigreturn_trampoline = 0
@@ -275,6 +274,48 @@ class Process:
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
 
+    # ---- the calling guest thread -----------------------------------------------------------
+
+    @property
+    def tid(self) -> int:
+        return self.sched.running().tid
+
+    @property
+    def clear_child_tid(self) -> int:
+        return self.sched.running().clear_child_tid
+
+    @clear_child_tid.setter
+    def clear_child_tid(self, address: int) -> None:
+        self.sched.running().clear_child_tid = address
+
+    @property
+    def robust_list(self) -> tuple[int, int]:
+        return self.sched.running().robust_list
+
+    @robust_list.setter
+    def robust_list(self, value: tuple[int, int]) -> None:
+        self.sched.running().robust_list = value
+
+    def write_result(self, value: int) -> None:
+        self._regs.write_result(value & MASK64)
+
+    def exit_thread(self, status: int) -> None:
+        """exit(): the calling thread ends; the last one ends the process."""
+        sched = self.sched
+        thread = sched.current
+        if sched.live_threads() <= 1:
+            self.request_exit(status)
+            return
+        if thread.clear_child_tid:
+            # CLONE_CHILD_CLEARTID: zero the tid word and wake its waiters (pthread_join)
+            try:
+                self.mem.write_u32(thread.clear_child_tid, 0)
+            except GuestFault:
+                pass
+            sched.futex_wake(thread.clear_child_tid, 1)
+        sched.exit_thread(thread)
+        self.uc.emu_stop()
+
     def resolve_exec_path(self, path: bytes) -> bytes:
         """The host file an execve of `path` runs (sysroot first; /proc/self/exe)."""
         for prefix in (b"/proc/self/", f"/proc/{self.pid}/".encode()):
@@ -289,6 +330,8 @@ class Process:
         self.vfork_pipe_read, self.vfork_pipe_write = os.pipe2(os.O_CLOEXEC)
 
     def on_fork_child(self) -> None:
+        self.sched.current.tid = self.pid
+        self.sched.forget_others()
         if self.vfork_pipe_read is not None:
             os.close(self.vfork_pipe_read)
             self.vfork_pipe_read = None
@@ -306,8 +349,26 @@ class Process:
 
     def spawn_thread(self, flags: int, child_stack: int, parent_tid: int, tls: int,
                      child_tid: int) -> int:
-        """clone() of a thread: not supported yet (guest threads are issue 3's)."""
-        return -errno.EAGAIN
+        """clone() of a thread: a copy of the caller's registers on its own stack and TLS,
+        returning 0 in the new thread."""
+        uc = self.uc
+        spec = self.spec
+        saved = uc.reg_read_batch([spec.sp, spec.tls, self._sys.ret])
+        if child_stack:
+            uc.reg_write(spec.sp, child_stack)
+        if flags & 0x80000:  # CLONE_SETTLS
+            uc.reg_write(spec.tls, tls)
+        uc.reg_write(self._sys.ret, 0)
+        context = uc.context_save()
+        uc.reg_write_batch(list(zip([spec.sp, spec.tls, self._sys.ret], saved)))
+        thread = self.sched.new_thread(context, self.signals.mask)
+        if flags & 0x100000 and parent_tid:  # CLONE_PARENT_SETTID
+            self.mem.write_u32(parent_tid, thread.tid)
+        if flags & 0x1000000 and child_tid:  # CLONE_CHILD_SETTID
+            self.mem.write_u32(child_tid, thread.tid)
+        if flags & 0x200000:  # CLONE_CHILD_CLEARTID
+            thread.clear_child_tid = child_tid
+        return thread.tid
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -407,7 +468,10 @@ class Process:
         while True:
             self.mem.last_fault = None
             try:
-                uc.emu_start(pc, STOP_ADDRESS)
+                if self.sched.multi:
+                    uc.emu_start(pc, STOP_ADDRESS, count=SLICE_INSTRUCTIONS)
+                else:
+                    uc.emu_start(pc, STOP_ADDRESS)
             except UcError as exc:
                 if self.exit.status is not None or self.exit.signal is not None:
                     break
@@ -424,7 +488,10 @@ class Process:
             if self.pending_fatal is not None:
                 fatal, self.pending_fatal = self.pending_fatal, None
                 self.force_signal(fatal)
-            if self.signals.pending:
+            if self.sched.multi:
+                if not self.sched.switch():
+                    break
+            if self.signals.pending and self.sched.current.state == "runnable":
                 self.deliver_signals()
             if self.exit.status is not None or self.exit.signal is not None:
                 break
@@ -600,14 +667,20 @@ class Process:
         try:
             if intno == self._sys.trap_intno:
                 nr, raw = self._regs.read()
+                if self.sched.multi:
+                    sysdef = self.table.get(nr)
+                    if sysdef is not None and sysdef.name in OFFLOADED:
+                        self.sched.offload(nr, raw)
+                        self.uc.emu_stop()
+                        return
                 result = self.dispatch(nr, raw)
                 if self.exit.status is not None or self.exit.signal is not None:
                     self.uc.emu_stop()
                     return
                 if result is not None:  # None: the call set the registers itself
                     self._regs.write_result(result & MASK64)
-                if self.signals.pending:
-                    self.uc.emu_stop()  # the run loop delivers them
+                if self.signals.pending or self.sched.current.state != "runnable":
+                    self.uc.emu_stop()  # the run loop delivers them / switches threads
                 return
             self.pending_fatal = self._trap_signal(intno)
             self.uc.emu_stop()

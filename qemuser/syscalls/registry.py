@@ -144,8 +144,14 @@ class OutBuf(InBuf):
 class Flags(ArgKind):
     """Bit flags shown by name (O_RDONLY|O_CLOEXEC); `zero` names the value 0 if it has one."""
 
-    def __init__(self, names: dict[int, str], zero: str = "0", mask_field: dict[int, str] | None = None,
-                 field_mask: int = 0, octal: bool = False) -> None:
+    def __init__(
+        self,
+        names: dict[int, str],
+        zero: str = "0",
+        mask_field: dict[int, str] | None = None,
+        field_mask: int = 0,
+        octal: bool = False,
+    ) -> None:
         self.names = names
         self.zero = zero
         self.field_names = mask_field or {}
@@ -167,7 +173,7 @@ class Flags(ArgKind):
                 parts.append(name)
                 value &= ~bit
         if value:
-            parts.append(f"{value:#o}" if self.octal else f"{value:#x}")
+            parts.append(f"0{value:o}" if self.octal else f"{value:#x}")
         if not parts:
             return self.zero
         return "|".join(parts)
@@ -185,11 +191,14 @@ class Enum(ArgKind):
 
 
 class Octal(ArgKind):
+    """A mode: shown as a C octal literal (0644; 0 is "0")."""
+
     def decode(self, proc: Process, raw: int) -> int:
         return raw & 0xFFFF_FFFF
 
     def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
-        return f"0{raw & 0xFFFF_FFFF:o}"
+        value = raw & 0xFFFF_FFFF
+        return f"0{value:o}" if value else "0"
 
 
 class StructOut(ArgKind):
@@ -221,6 +230,9 @@ class StructIn(StructOut):
             return f"{raw:#x}"
 
 
+# access(2)'s mode (include/linux/fcntl.h's F_OK/R_OK/W_OK/X_OK, the same on every arch)
+ACCESS_MODE = Flags({4: "R_OK", 2: "W_OK", 1: "X_OK"}, zero="F_OK")
+
 INT = Int()
 LONG = Long()
 ULONG = ULong()
@@ -249,7 +261,9 @@ class SyscallDef:
 REGISTRY: dict[str, SyscallDef] = {}
 
 
-def syscall(name: str, *args: ArgKind, ret: str = Ret.INT) -> Callable[[Callable[..., int]], Callable[..., int]]:
+def syscall(
+    name: str, *args: ArgKind, ret: str = Ret.INT
+) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Declare the handler of system call `name` with the kinds of its arguments."""
 
     def register(handler: Callable[..., int]) -> Callable[..., int]:
@@ -261,8 +275,22 @@ def syscall(name: str, *args: ArgKind, ret: str = Ret.INT) -> Callable[[Callable
     return register
 
 
+# Linux errno names the host Python does not know (include/uapi/asm-generic/errno.h)
+EXTRA_ERRNO_NAMES = {133: "EHWPOISON"}
+
+
 def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))
+    """The errno's symbolic name; asm-generic numbers are the x86-64 host's too."""
+    return errno.errorcode.get(code) or EXTRA_ERRNO_NAMES.get(code, str(code))
+
+
+def format_unknown_call(pid: int, number: int, name: str | None, raw: tuple[int, ...]) -> str:
+    """The -strace line of a call we do not implement: its name when the number has one, its
+    raw arguments (their kinds are unknown), and the ENOSYS it gets."""
+    args = ",".join(f"{value:#x}" for value in raw)
+    code = errno.ENOSYS
+    shown = name or f"syscall_{number}"
+    return f"{pid} {shown}({args}) = -1 errno={code} ({errno_name(code)}: {_strerror(code)})"
 
 
 def format_call(proc: Process, sysdef: SyscallDef, raw: tuple[int, ...], result: int | None) -> str:

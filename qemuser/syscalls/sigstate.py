@@ -156,7 +156,9 @@ class HostSignalBridge:
                 data = os.read(self.read_fd, 64)
             except OSError:
                 return
-            if data:
+            # With guest threads the engine stops every slice anyway; an emu_stop from this
+            # thread then could land in a context switch (see threads.py).
+            if data and not self.proc.sched.multi:
                 self.proc.uc.emu_stop()
 
     def mirror(self, signo: int, action: SigAction) -> None:

@@ -1,29 +1,77 @@
-"""Clocks and sleeping."""
+"""Clocks and sleeping.
+
+Clock ids are the same numbers on the guest and the x86_64 host (include/uapi/linux/time.h is
+not arch-specific), so the host's clocks answer, and their errors are the guest's.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
-import struct
 import time
+from collections.abc import Callable
 
+from qemuser.syscalls.abi.layout import Layout
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import PTR, Enum, Flags, StructIn, StructOut, syscall
+from qemuser.syscalls.sigstate import SignalInterrupt
 
-CLOCK_NAMES = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 2: "CLOCK_PROCESS_CPUTIME_ID",
-               3: "CLOCK_THREAD_CPUTIME_ID", 4: "CLOCK_MONOTONIC_RAW", 5: "CLOCK_REALTIME_COARSE",
-               6: "CLOCK_MONOTONIC_COARSE", 7: "CLOCK_BOOTTIME", 8: "CLOCK_REALTIME_ALARM",
-               9: "CLOCK_BOOTTIME_ALARM", 11: "CLOCK_TAI"}
+CLOCK_NAMES = {
+    0: "CLOCK_REALTIME",
+    1: "CLOCK_MONOTONIC",
+    2: "CLOCK_PROCESS_CPUTIME_ID",
+    3: "CLOCK_THREAD_CPUTIME_ID",
+    4: "CLOCK_MONOTONIC_RAW",
+    5: "CLOCK_REALTIME_COARSE",
+    6: "CLOCK_MONOTONIC_COARSE",
+    7: "CLOCK_BOOTTIME",
+    8: "CLOCK_REALTIME_ALARM",
+    9: "CLOCK_BOOTTIME_ALARM",
+    11: "CLOCK_TAI",
+}
 CLOCK = Enum(CLOCK_NAMES)
 
 
+# include/uapi/linux/time_types.h: struct __kernel_timespec {s64 tv_sec; s64 tv_nsec}
+TIMESPEC = Layout("__kernel_timespec", [("tv_sec", "q"), ("tv_nsec", "q")])
+# include/uapi/linux/time_types.h: struct __kernel_old_timeval {long tv_sec; long tv_usec}
+TIMEVAL = Layout("__kernel_old_timeval", [("tv_sec", "q"), ("tv_usec", "q")])
+# include/uapi/linux/time.h: struct timezone {int tz_minuteswest; int tz_dsttime}
+TIMEZONE = Layout("timezone", [("tz_minuteswest", "i"), ("tz_dsttime", "i")])
+# include/uapi/linux/times.h: struct tms, four __kernel_clock_t (long)
+TMS = Layout(
+    "tms", [("tms_utime", "q"), ("tms_stime", "q"), ("tms_cutime", "q"), ("tms_cstime", "q")]
+)
+NS_PER_SECOND = 1_000_000_000
+
+
 def read_timespec(proc: Process, addr: int) -> tuple[int, int]:
-    """struct __kernel_timespec (include/uapi/linux/time_types.h): {s64 tv_sec; s64 tv_nsec}."""
-    return struct.unpack("<qq", proc.mem.read(addr, 16))
+    fields = TIMESPEC.unpack(proc.mem.read(addr, TIMESPEC.size))
+    return int(fields["tv_sec"]), int(fields["tv_nsec"])  # type: ignore[call-overload]
 
 
 def write_timespec(proc: Process, addr: int, ns: int) -> None:
-    proc.mem.write(addr, struct.pack("<qq", *divmod(ns, 1_000_000_000)))
+    sec, nsec = divmod(ns, NS_PER_SECOND)
+    proc.mem.write(addr, TIMESPEC.pack(tv_sec=sec, tv_nsec=nsec))
+
+
+def wait_unless_signalled(proc: Process, wait: Callable[[], int]) -> int | None:
+    """Run a blocking `wait()`; None when a signal the guest can take now cut it short.
+
+    A host signal interrupts any wait (EINTR, or SignalInterrupt raised by the signal bridge
+    while a blocking call runs), but Linux ends a wait only for a signal that is not blocked:
+    for one the guest blocks, `wait()` is called again (it must compute its own time left).
+    """
+    while True:
+        try:
+            if proc.signals.deliverable():
+                return None
+            return wait()
+        except SignalInterrupt:
+            continue
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
 
 
 def _show_timespec(proc: Process, addr: int) -> str:
@@ -35,26 +83,17 @@ TIMESPEC_OUT = StructOut(_show_timespec)
 TIMESPEC_IN = StructIn(_show_timespec)
 
 
-def _valid_clock(clock: int) -> bool:
-    if clock < 0:  # CPU-time clocks of other processes/threads (CPUCLOCK_*)
-        return True
-    return clock in CLOCK_NAMES and clock not in (8, 9)
-
-
 @syscall("clock_gettime", CLOCK, TIMESPEC_OUT)
 def clock_gettime(proc: Process, clock: int, tp: int) -> int:
-    if not _valid_clock(clock):
-        return -errno.EINVAL
     write_timespec(proc, tp, time.clock_gettime_ns(clock))
     return 0
 
 
 @syscall("clock_getres", CLOCK, TIMESPEC_OUT)
 def clock_getres(proc: Process, clock: int, tp: int) -> int:
-    if not _valid_clock(clock):
-        return -errno.EINVAL
+    resolution = time.clock_getres(clock)  # checks the clock id even when tp is NULL
     if tp:
-        write_timespec(proc, tp, int(round(time.clock_getres(clock) * 1e9)))
+        write_timespec(proc, tp, round(resolution * NS_PER_SECOND))
     return 0
 
 
@@ -67,39 +106,46 @@ def clock_settime(proc: Process, clock: int, tp: int) -> int:
 
 @syscall("gettimeofday", PTR, PTR)
 def gettimeofday(proc: Process, tv: int, tz: int) -> int:
-    now = time.time_ns()
+    sec, ns = divmod(time.time_ns(), NS_PER_SECOND)
     if tv:
-        sec, ns = divmod(now, 1_000_000_000)
-        proc.mem.write(tv, struct.pack("<qq", sec, ns // 1000))
+        proc.mem.write(tv, TIMEVAL.pack(tv_sec=sec, tv_usec=ns // 1000))
     if tz:
-        proc.mem.write(tz, struct.pack("<ii", 0, 0))
+        # the kernel's sys_tz, which nothing but settimeofday sets: UTC, no DST
+        proc.mem.write(tz, TIMEZONE.pack(tz_minuteswest=0, tz_dsttime=0))
     return 0
 
 
-def _sleep_until(deadline_ns: int, clock: int) -> None:
-    while True:
-        remaining = deadline_ns - time.clock_gettime_ns(clock)
-        if remaining <= 0:
-            return
-        time.sleep(remaining / 1e9)
-
-
 TIMER_ABSTIME = 1
+# Clocks clock_nanosleep can sleep on (kernel/time/posix-timers.c: those with an nsleep);
+# CLOCK_PROCESS_CPUTIME_ID sleeps in wall time here: a sleeping single thread uses no CPU.
+SLEEP_CLOCKS = {0: 0, 1: 1, 2: 1, 7: 7, 11: 11}
+CLOCK_THREAD_CPUTIME_ID = 3
 
 
 @syscall("clock_nanosleep", CLOCK, Flags({TIMER_ABSTIME: "TIMER_ABSTIME"}), TIMESPEC_IN, PTR)
 def clock_nanosleep(proc: Process, clock: int, flags: int, req: int, rem: int) -> int:
-    if clock not in (0, 1, 7, 11, 2) and clock >= 0:
+    if clock == CLOCK_THREAD_CPUTIME_ID or not 0 <= clock <= 11:
         return -errno.EINVAL
+    if clock not in SLEEP_CLOCKS:
+        return -errno.EOPNOTSUPP  # a valid clock without nsleep (MONOTONIC_RAW, *_COARSE)
+    host_clock = SLEEP_CLOCKS[clock]
     sec, nsec = read_timespec(proc, req)
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+    if sec < 0 or not 0 <= nsec < NS_PER_SECOND:
         return -errno.EINVAL
-    host_clock = clock if clock != 2 else 1
-    target = sec * 1_000_000_000 + nsec
+    target = sec * NS_PER_SECOND + nsec
     if not flags & TIMER_ABSTIME:
         target += time.clock_gettime_ns(host_clock)
-    _sleep_until(target, host_clock)
-    return 0
+
+    def sleep() -> int:
+        while (remaining := target - time.clock_gettime_ns(host_clock)) > 0:
+            time.sleep(remaining / NS_PER_SECOND)
+        return 0
+
+    if wait_unless_signalled(proc, sleep) is not None:
+        return 0
+    if rem and not flags & TIMER_ABSTIME:
+        write_timespec(proc, rem, max(target - time.clock_gettime_ns(host_clock), 0))
+    return -errno.EINTR
 
 
 @syscall("nanosleep", TIMESPEC_IN, PTR)
@@ -107,25 +153,18 @@ def nanosleep(proc: Process, req: int, rem: int) -> int:
     return clock_nanosleep(proc, 1, 0, req, rem)
 
 
-# struct tms (include/uapi/linux/times.h): four clock_t (long).
 @syscall("times", PTR)
 def times(proc: Process, buf: int) -> int:
     t = os.times()
     tick = os.sysconf("SC_CLK_TCK")
     if buf:
-        proc.mem.write(buf, struct.pack(
-            "<qqqq", int(t.user * tick), int(t.system * tick),
-            int(t.children_user * tick), int(t.children_system * tick),
-        ))
+        proc.mem.write(
+            buf,
+            TMS.pack(
+                tms_utime=int(t.user * tick),
+                tms_stime=int(t.system * tick),
+                tms_cutime=int(t.children_user * tick),
+                tms_cstime=int(t.children_system * tick),
+            ),
+        )
     return int(t.elapsed * tick) & 0x7FFF_FFFF_FFFF_FFFF
-
-
-@syscall("time", PTR)
-def time_(proc: Process, tloc: int) -> int:
-    now = int(time.time())
-    if tloc:
-        proc.mem.write(tloc, struct.pack("<q", now))
-    return now
-
-
-

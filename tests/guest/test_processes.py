@@ -32,3 +32,16 @@ def test_generated_code_is_never_stale(arch: str, flavour: str) -> None:
         b"after mprotect flip: 44\n"
     )
     assert result.returncode == 0
+
+
+THREAD_OUTPUT = b"""counter 160000 atomic 160000 turns 8 join sum 288 main tls 0
+reader got 7 bytes: wake up
+done
+"""
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("thread_basic"))
+def test_threads_mutexes_condvars_atomics_blocking_read(arch: str, flavour: str) -> None:
+    result = run_guest(arch, fixture_path(arch, "thread_basic", flavour))
+    assert result.stdout == THREAD_OUTPUT
+    assert result.returncode == 0
