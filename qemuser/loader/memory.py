@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -74,6 +75,9 @@ class Mapping:
     host_address: int | None = field(default=None, repr=False)  # MAP_SHARED host backing
     device: int = 0
     inode: int = 0
+    # Linux's VM_MAYWRITE: False for a shared mapping of a file opened read-only, which
+    # mprotect may never make writable (its host pages are read-only too).
+    may_write: bool = True
 
     @property
     def size(self) -> int:
@@ -219,16 +223,11 @@ class AddressSpace:
             return
         i = self._maps.index(m)
         delta = address - m.start
-        tail = Mapping(
+        tail = dataclasses.replace(
+            m,
             start=address,
-            end=m.end,
-            prot=m.prot,
-            name=m.name,
             offset=m.offset + delta,
-            shared=m.shared,
             host_address=None if m.host_address is None else m.host_address + delta,
-            device=m.device,
-            inode=m.inode,
         )
         m.end = address
         self._maps.insert(i + 1, tail)

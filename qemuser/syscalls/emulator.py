@@ -32,8 +32,12 @@ def run(config: RunConfig) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     log = open_log(config)
+    previous: Process | None = None
     while True:
         proc = Process(config)
+        if previous is not None:
+            proc.inherit_from(previous)
+            previous = None
         proc.log = log
         if log is not sys.stderr:
             proc.host_fd_reserved.add(log.fileno())
@@ -44,7 +48,7 @@ def run(config: RunConfig) -> int:
             # execve of a foreign program: same host process, same pid, a new engine.
             close_on_exec_fds(proc.host_fd_reserved)
             config = request.config
-            del proc
+            previous = proc
             continue
         return finish(proc, state)
 

@@ -1,3 +1,3 @@
 """Imports every handler module so that their declarations fill the registry."""
 
-from qemuser.syscalls import fs, mm, proc, time, lifecycle, signal, futex, net, poll  # noqa: F401
+from qemuser.syscalls import fs, mm, proc, time, lifecycle, signal, futex, net, poll, events  # noqa: F401

@@ -208,7 +208,7 @@ def foreign_exec(proc: Process, host: bytes, guest_path: bytes, argv: list[bytes
         cpu_model=proc.config.cpu_model if arch == proc.config.arch else None,
         sysroot=proc.config.sysroot if arch == proc.config.arch else _default_sysroot(arch),
     )
-    proc.before_exec()
+    proc.before_exec(native=False)
     raise ExecRequest(config)
 
 
@@ -229,7 +229,7 @@ def _in_sysroot(sysroot: str | None, path: bytes) -> bytes:
 
 
 def native_exec(proc: Process, host: bytes, argv: list[bytes], envp: list[bytes]) -> int:
-    proc.before_exec()
+    proc.before_exec(native=True)
     env = dict(e.split(b"=", 1) if b"=" in e else (e, b"") for e in envp)
     try:
         os.execve(host, argv or [host], env)

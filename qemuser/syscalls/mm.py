@@ -12,6 +12,7 @@ from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
 
 PROT_NAMES = {1: "PROT_READ", 2: "PROT_WRITE", 4: "PROT_EXEC", 0x10: "PROT_BTI", 0x20: "PROT_MTE"}
+PROT_WRITE = 2
 PROT_KNOWN = 7
 
 MAP_SHARED = 0x01
@@ -158,6 +159,7 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
     shared = kind in (MAP_SHARED, MAP_SHARED_VALIDATE)
     name = ""
     device = inode = 0
+    mode = os.O_RDWR  # anonymous memory may always be written
     if not anonymous:
         st = os.fstat(fd)  # EBADF
         import stat as host_stat
@@ -173,8 +175,9 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
         device, inode = st.st_dev, st.st_ino
     prot &= PROT_KNOWN
     if shared:
+        may_write = mode == os.O_RDWR
         host_address = host_shared_map(
-            size, -1 if anonymous else fd, 0 if anonymous else offset, True
+            size, -1 if anonymous else fd, 0 if anonymous else offset, may_write
         )
         m = mem.map(
             start,
@@ -187,6 +190,7 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             inode=inode,
         )
         m.shared = True
+        m.may_write = may_write
     else:
         mem.map(
             start,
@@ -235,8 +239,12 @@ def mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
     size = mem.page_align(length)
     if size == 0:
         return 0
-    # Linux changes the mappings in order up to the first hole, then fails with ENOMEM.
     end = addr + size
+    if prot & PROT_WRITE and any(
+        not m.may_write for m in mem.mappings() if m.start < end and addr < m.end
+    ):
+        return -errno.EACCES
+    # Linux changes the mappings in order up to the first hole, then fails with ENOMEM.
     mapped_end = addr
     while mapped_end < end and (m := mem.find(mapped_end)) is not None:
         mapped_end = min(m.end, end)

@@ -167,6 +167,12 @@ class ExecRequest(BaseException):
         self.config = config
 
 
+@dataclass
+class SignalFd:
+    write_end: int
+    mask: int
+
+
 class GuestExit(Exception):
     """The guest process ended (exit_group, or a fatal signal)."""
 
@@ -239,6 +245,8 @@ class Process:
         self.host_fd_reserved: set[int] = set()
         self.sched = Scheduler(self, self.pid)
         self.signals = SignalState()
+        self.signals.router = self._route_to_signalfd
+        self.signalfds: dict[int, SignalFd] = {}
         self.signal_bridge: HostSignalBridge | None = None
         self.sigreturn_trampoline = 0
         self.restore_mask_after_handler: int | None = None  # rt_sigsuspend's saved mask
@@ -341,11 +349,37 @@ class Process:
             os.close(self.vfork_pipe_write)
             self.vfork_pipe_write = None
 
-    def before_exec(self) -> None:
+    def before_exec(self, native: bool) -> None:
+        """What execve does to signals: handled ones go back to SIG_DFL, ignored ones and the
+        mask stay. A native program gets them from the host kernel, so the host's own
+        dispositions and mask are set to the guest's first."""
         self.log.flush()
         if self.vfork_pipe_write is not None:
             os.close(self.vfork_pipe_write)
             self.vfork_pipe_write = None
+        for signo, action in list(self.signals.actions.items()):
+            if action.handler not in (SIG_DFL, SIG_IGN):
+                self.signals.actions[signo] = SigAction()
+                try:
+                    signal.signal(signo, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        if native:
+            signal.set_wakeup_fd(-1)
+            signal.pthread_sigmask(signal.SIG_SETMASK, {
+                s for s in range(1, 65) if self.signals.mask & bit(s)
+                and s in signal.valid_signals()
+            })
+
+    def inherit_from(self, previous: Process) -> None:
+        """The part of a process that survives its execve of a foreign program."""
+        self.signals.mask = previous.signals.mask
+        for signo, action in previous.signals.actions.items():
+            if action.handler == SIG_IGN:
+                self.signals.actions[signo] = SigAction(handler=SIG_IGN)
+        self.umask_value = previous.umask_value
+        if previous.signal_bridge is not None:
+            previous.signal_bridge.close()
 
     def spawn_thread(self, flags: int, child_stack: int, parent_tid: int, tls: int,
                      child_tid: int) -> int:
@@ -514,6 +548,33 @@ class Process:
                                   else signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
+
+    def add_signalfd(self, read_end: int, write_end: int, mask: int) -> None:
+        self.signalfds[read_end] = SignalFd(write_end, mask)
+        # signals the guest blocks reach the signalfd through the host bridge
+        self.ensure_signal_bridge()
+        for signo in range(1, 65):
+            if mask & bit(signo) and self.signals.action(signo).handler == SIG_DFL:
+                try:
+                    signal.signal(signo, self.signal_bridge._on_host_signal)  # type: ignore[union-attr]
+                except (OSError, ValueError):
+                    pass
+
+    def _route_to_signalfd(self, pending: PendingSignal) -> bool:
+        from qemuser.syscalls.sigstate import signalfd_record
+
+        if not self.signals.mask & bit(pending.signo):
+            return False
+        for read_end, sfd in list(self.signalfds.items()):
+            if sfd.mask & bit(pending.signo):
+                try:
+                    os.fstat(read_end)
+                    os.write(sfd.write_end, signalfd_record(pending))
+                except OSError:
+                    self.signalfds.pop(read_end, None)
+                    continue
+                return True
+        return False
 
     def ensure_signal_bridge(self) -> HostSignalBridge:
         if self.signal_bridge is None:

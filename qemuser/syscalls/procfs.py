@@ -67,7 +67,40 @@ def auxv(proc: Process) -> bytes:
     return b"".join(struct.pack("<QQ", k, v) for k, v in proc.stack.auxv)
 
 
+def _guest_comm(proc: Process) -> bytes:
+    return proc.thread_name or os.path.basename(os.fsencode(proc.exe_path))[:15]
+
+
+def stat(proc: Process) -> bytes:
+    """The host's line for this process, with the guest's name and its own code/stack addresses
+    (fields 26-28: startcode, endcode, startstack)."""
+    with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+        line = f.read()
+    head, _, tail = line.rpartition(b") ")
+    pid = head.split(b" (", 1)[0]
+    fields = tail.split(b" ")
+    image = proc.image
+    if image is not None and len(fields) > 25:
+        fields[22] = str(image.low).encode()  # startcode (field 26 overall)
+        fields[23] = str(image.end).encode()  # endcode
+        fields[24] = str(proc.stack.sp if proc.stack else 0).encode()  # startstack
+    return pid + b" (" + _guest_comm(proc) + b") " + b" ".join(fields)
+
+
+def status(proc: Process) -> bytes:
+    with open(f"/proc/{os.getpid()}/status", "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        if line.startswith(b"Name:"):
+            line = b"Name:\t" + _guest_comm(proc) + b"\n"
+        out.append(line)
+    return b"".join(out)
+
+
 _SELF_FILES = {
+    b"stat": stat,
+    b"status": status,
     b"maps": maps,
     b"smaps": smaps,
     b"cmdline": cmdline,

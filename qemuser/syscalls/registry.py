@@ -8,6 +8,8 @@ becomes -errno and a GuestFault -EFAULT, in `dispatch` alone.
 from __future__ import annotations
 
 import errno
+import signal as host_signal
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -291,6 +293,79 @@ def format_unknown_call(pid: int, number: int, name: str | None, raw: tuple[int,
     code = errno.ENOSYS
     shown = name or f"syscall_{number}"
     return f"{pid} {shown}({args}) = -1 errno={code} ({errno_name(code)}: {_strerror(code)})"
+
+
+# ---- signals as -strace shows them -----------------------------------------------------------
+
+# si_code values (include/uapi/asm-generic/siginfo.h): the generic ones, then per signal
+SI_CODE_NAMES = {
+    0: "SI_USER",
+    0x80: "SI_KERNEL",
+    -1: "SI_QUEUE",
+    -2: "SI_TIMER",
+    -3: "SI_MESGQ",
+    -4: "SI_ASYNCIO",
+    -5: "SI_SIGIO",
+    -6: "SI_TKILL",
+}
+FAULT_CODE_NAMES = {
+    4: {
+        1: "ILL_ILLOPC",
+        2: "ILL_ILLOPN",
+        3: "ILL_ILLADR",
+        4: "ILL_ILLTRP",
+        5: "ILL_PRVOPC",
+        6: "ILL_PRVREG",
+        7: "ILL_COPROC",
+        8: "ILL_BADSTK",
+    },
+    5: {1: "TRAP_BRKPT", 2: "TRAP_TRACE", 3: "TRAP_BRANCH", 4: "TRAP_HWBKPT"},
+    7: {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"},
+    8: {
+        1: "FPE_INTDIV",
+        2: "FPE_INTOVF",
+        3: "FPE_FLTDIV",
+        4: "FPE_FLTOVF",
+        5: "FPE_FLTUND",
+        6: "FPE_FLTRES",
+        7: "FPE_FLTINV",
+        8: "FPE_FLTSUB",
+    },
+    11: {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 3: "SEGV_BNDERR", 4: "SEGV_PKUERR"},
+}
+SIGRTMIN = 32  # the kernel's (glibc keeps 32 and 33 for itself)
+
+
+def signal_name(signo: int) -> str:
+    """SIGSEGV, SIGRT_2...: asm-generic numbers 1-31 are the x86-64 host's too."""
+    if SIGRTMIN <= signo <= 64:
+        return f"SIGRT_{signo - SIGRTMIN}"
+    try:
+        return host_signal.Signals(signo).name
+    except ValueError:
+        return str(signo)
+
+
+def format_taken_signal(siginfo: bytes) -> str:
+    """The line -strace prints when a signal is delivered to a guest handler or kills the guest,
+    from the guest's siginfo_t (include/uapi/asm-generic/siginfo.h: si_signo, si_errno,
+    si_code, then a union at offset 16 holding si_addr for faults, si_pid/si_uid for kill)."""
+    signo, _errno, code = struct.unpack_from("<iii", siginfo, 0)
+    name = signal_name(signo)
+    fields = [f"si_signo={name}"]
+    fault_codes = FAULT_CODE_NAMES.get(signo, {})
+    if code > 0 and code in fault_codes:
+        (address,) = struct.unpack_from("<Q", siginfo, 16)
+        fields += [
+            f"si_code={fault_codes[code]}",
+            f"si_addr={'NULL' if not address else hex(address)}",
+        ]
+    else:
+        fields.append(f"si_code={SI_CODE_NAMES.get(code, str(code))}")
+        if code <= 0:  # sent by a process: who sent it
+            pid, uid = struct.unpack_from("<iI", siginfo, 16)
+            fields += [f"si_pid={pid}", f"si_uid={uid}"]
+    return f"--- {name} {{{', '.join(fields)}}} ---"
 
 
 def format_call(proc: Process, sysdef: SyscallDef, raw: tuple[int, ...], result: int | None) -> str:

@@ -16,6 +16,7 @@ import signal
 import struct
 import threading
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class SignalState:
     pending: list[PendingSignal] = field(default_factory=list)
     alt_stack: tuple[int, int, int] = (0, SS_DISABLE, 0)  # ss_sp, ss_flags, ss_size
     lock: threading.Lock = field(default_factory=threading.Lock)
+    router: Callable[[PendingSignal], bool] | None = None  # signalfd delivery
 
     def action(self, signo: int) -> SigAction:
         return self.actions.get(signo) or SigAction()
@@ -121,6 +123,8 @@ class SignalState:
             return chosen
 
     def queue(self, pending: PendingSignal) -> None:
+        if self.router is not None and self.router(pending):
+            return  # taken by a signalfd
         with self.lock:
             # standard signals do not queue: one pending instance each
             if pending.signo < 32 and any(p.signo == pending.signo for p in self.pending):
@@ -161,6 +165,16 @@ class HostSignalBridge:
             if data and not self.proc.sched.multi:
                 self.proc.uc.emu_stop()
 
+    def close(self) -> None:
+        """Retire this bridge (the process image it served was replaced by execve)."""
+        signal.set_wakeup_fd(-1)
+        for fd in (self.read_fd, self.write_fd):
+            self.proc.host_fd_reserved.discard(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def mirror(self, signo: int, action: SigAction) -> None:
         """Make the host disposition of `signo` match what the guest asked for."""
         if signo in HOST_RESERVED:
@@ -179,7 +193,7 @@ class HostSignalBridge:
         self.proc.signals.queue(
             PendingSignal(signo, pack_kill_info(signo, SI_USER, 0, 0))
         )
-        if self.in_blocking_call:
+        if self.in_blocking_call and not self.proc.signals.mask & bit(signo):
             raise SignalInterrupt(signo)
 
 
@@ -204,3 +218,17 @@ def pack_fault_info(signo: int, code: int, address: int) -> bytes:
     from qemuser.syscalls.abi.sigframe import pack_siginfo
 
     return pack_siginfo(signo, code, struct.pack("<Q", address))
+
+
+# struct signalfd_siginfo (include/uapi/linux/signalfd.h): 128 bytes.
+SIGNALFD_SIGINFO = struct.Struct("<IiiIIiIIIIiiQQQQH")
+
+
+def signalfd_record(pending: PendingSignal) -> bytes:
+    signo, errno_value, code = struct.unpack_from("<iii", pending.siginfo, 0)
+    pid, uid, status = struct.unpack_from("<iIi", pending.siginfo, 16)
+    record = SIGNALFD_SIGINFO.pack(
+        signo, errno_value, code, pid & 0xFFFF_FFFF, uid, 0, 0, 0, 0, 0, status, 0, 0, 0, 0,
+        pending.fault_address, 0,
+    )
+    return record + bytes(128 - len(record))

@@ -55,6 +55,7 @@ LINUX_OUTPUT = (
     "msync unaligned: EINVAL, SYNC|ASYNC: EINVAL, unmapped: ENOMEM\n"
     "madvise DONTNEED on shared keeps data: ok, #\n"
     "shared writable of O_RDONLY fd: EACCES, private writable: ok\n"
+    "read-only shared map of O_RDONLY fd: ok, starts ELF, mprotect writable: EACCES, page r-\n"
     "map of O_WRONLY fd: EACCES\n"
     "after fork: shared anon 41, private anon 1, shared file @\n"
 )

@@ -3,6 +3,8 @@ a dict of guest address -> bytes."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from qemuser.loader.memory import GuestFault
@@ -27,7 +29,9 @@ from qemuser.syscalls.registry import (
     SyscallDef,
     c_string_literal,
     format_call,
+    format_taken_signal,
     format_unknown_call,
+    signal_name,
 )
 
 STRING_AT = 0x1000
@@ -191,3 +195,41 @@ def test_unimplemented_call_line() -> None:
     assert format_unknown_call(7, 4000, None, (0,)) == (
         "7 syscall_4000(0x0) = -1 errno=38 (ENOSYS: Function not implemented)"
     )
+
+
+def siginfo(signo: int, code: int, union: bytes) -> bytes:
+    """A siginfo_t as the kernel lays it out: signo, errno, code, padding, union at 16."""
+    head = struct.pack("<iiii", signo, 0, code, 0) + union
+    return head + bytes(128 - len(head))
+
+
+def test_taken_signal_lines_as_qemu_prints_them() -> None:
+    assert format_taken_signal(siginfo(6, -6, struct.pack("<iI", 77, 1000))) == (
+        "--- SIGABRT {si_signo=SIGABRT, si_code=SI_TKILL, si_pid=77, si_uid=1000} ---"
+    )
+    assert format_taken_signal(siginfo(11, 1, struct.pack("<Q", 0))) == (
+        "--- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=NULL} ---"
+    )
+    assert format_taken_signal(siginfo(7, 2, struct.pack("<Q", 0x4000))) == (
+        "--- SIGBUS {si_signo=SIGBUS, si_code=BUS_ADRERR, si_addr=0x4000} ---"
+    )
+    assert format_taken_signal(siginfo(14, 0x80, b"")) == (
+        "--- SIGALRM {si_signo=SIGALRM, si_code=SI_KERNEL} ---"
+    )
+
+
+@pytest.mark.parametrize(
+    ("signo", "name"),
+    [
+        (1, "SIGHUP"),
+        (6, "SIGABRT"),
+        (10, "SIGUSR1"),
+        (17, "SIGCHLD"),
+        (31, "SIGSYS"),
+        (34, "SIGRT_2"),
+        (64, "SIGRT_32"),
+        (99, "99"),
+    ],
+)
+def test_signal_names(signo: int, name: str) -> None:
+    assert signal_name(signo) == name
