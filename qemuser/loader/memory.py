@@ -54,6 +54,13 @@ def _host_mremap(address: int, old_size: int, new_size: int) -> int:
     return moved
 
 
+def effective_prot(prot: int) -> int:
+    """What the page tables allow for a mapping's PROT_* bits: on arm64 and riscv a writable
+    page is readable too (riscv's page tables have no write-only encoding; arm64 maps
+    PROT_WRITE as read-write), though /proc/self/maps still shows what was asked."""
+    return prot | PROT_READ if prot & PROT_WRITE else prot
+
+
 class GuestFault(Exception):
     """A guest address that is not mapped, or not with the needed access."""
 
@@ -175,11 +182,12 @@ class AddressSpace:
             if access == UC_MEM_WRITE
             else PROT_READ
         )
-        if not m.prot & needed:
+        allowed = effective_prot(m.prot)
+        if not allowed & needed:
             self.last_fault = LastFault(vaddr, access, True)
             return False
         entry.paddr = page
-        entry.perms = m.prot
+        entry.perms = allowed
         return True
 
     def lend_page(self, page: int) -> tuple[bool, bytes]:
@@ -383,7 +391,7 @@ class AddressSpace:
             m = self.find(address)
             if m is None:
                 raise GuestFault(address, needed == PROT_WRITE)
-            if not m.prot & needed:
+            if not effective_prot(m.prot) & needed:
                 raise GuestFault(address, needed == PROT_WRITE, mapped=True)
             address = m.end
 

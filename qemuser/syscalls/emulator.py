@@ -12,14 +12,12 @@ from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.lifecycle import close_on_exec_fds
 from qemuser.syscalls.process import ExecRequest, ExitState, Process
 
-SIGNAL_DESCRIPTIONS = {
-    sig: signal.strsignal(sig) or sig.name for sig in signal.Signals
-}
+SIGNAL_DESCRIPTIONS = {sig: signal.strsignal(sig) or sig.name for sig in signal.Signals}
 
 
 def open_log(config: RunConfig):
     if config.log_file:
-        return open(config.log_file, "a", buffering=1)  # noqa: SIM115
+        return open(config.log_file, "w", buffering=1)  # noqa: SIM115  (qemu empties it too)
     return sys.stderr
 
 
@@ -60,8 +58,10 @@ def finish(proc: Process, state: ExitState) -> int:
     sig = state.signal
     name = SIGNAL_DESCRIPTIONS.get(sig, str(sig))
     suffix = " - core dumped" if state.core else ""
-    proc.log.write(f"qemuser: uncaught target signal {sig} ({name}){suffix}\n")
+    # on stderr even with -D, as qemu-user does
     proc.log.flush()
+    sys.stderr.write(f"qemuser: uncaught target signal {sig} ({name}){suffix}\n")
+    sys.stderr.flush()
     die_of_signal(sig)
     return 128 + sig  # not reached
 

@@ -47,14 +47,18 @@ def eventfd2(proc: Process, initval: int, flags: int) -> int:
 ITIMERSPEC_SIZE = 32
 
 
-@syscall("timerfd_create", Enum({0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME"}),
-         CLOEXEC_NONBLOCK)
+@syscall(
+    "timerfd_create",
+    Enum({0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME"}),
+    CLOEXEC_NONBLOCK,
+)
 def timerfd_create(proc: Process, clock: int, flags: int) -> int:
     return host_syscall(HOST_TIMERFD_CREATE, clock, flags)
 
 
-@syscall("timerfd_settime", FD, Flags({1: "TFD_TIMER_ABSTIME", 2: "TFD_TIMER_CANCEL_ON_SET"}),
-         PTR, PTR)
+@syscall(
+    "timerfd_settime", FD, Flags({1: "TFD_TIMER_ABSTIME", 2: "TFD_TIMER_CANCEL_ON_SET"}), PTR, PTR
+)
 def timerfd_settime(proc: Process, fd: int, flags: int, new_ptr: int, old_ptr: int) -> int:
     new = ctypes.create_string_buffer(proc.mem.read(new_ptr, ITIMERSPEC_SIZE), ITIMERSPEC_SIZE)
     old = ctypes.create_string_buffer(ITIMERSPEC_SIZE)
@@ -91,13 +95,15 @@ def epoll_ctl(proc: Process, epfd: int, op: int, fd: int, event_ptr: int) -> int
     host_event = ctypes.create_string_buffer(HOST_EPOLL_EVENT.size)
     if op != 2:
         events, data = GUEST_EPOLL_EVENT.unpack(proc.mem.read(event_ptr, GUEST_EPOLL_EVENT.size))
-        host_event = ctypes.create_string_buffer(HOST_EPOLL_EVENT.pack(events, data),
-                                                 HOST_EPOLL_EVENT.size)
+        host_event = ctypes.create_string_buffer(
+            HOST_EPOLL_EVENT.pack(events, data), HOST_EPOLL_EVENT.size
+        )
     return host_syscall(HOST_EPOLL_CTL, epfd, op, fd, host_event)
 
 
-def _epoll_wait(proc: Process, epfd: int, events_ptr: int, maxevents: int, timeout_ms: int,
-                sigmask_ptr: int) -> int:
+def _epoll_wait(
+    proc: Process, epfd: int, events_ptr: int, maxevents: int, timeout_ms: int, sigmask_ptr: int
+) -> int:
     if not 0 < maxevents <= MAX_EVENTS:
         return -errno.EINVAL
     old_mask = None
@@ -119,14 +125,28 @@ def _epoll_wait(proc: Process, epfd: int, events_ptr: int, maxevents: int, timeo
 
 
 @syscall("epoll_pwait", FD, PTR, INT, INT, PTR, ULONG)
-def epoll_pwait(proc: Process, epfd: int, events_ptr: int, maxevents: int, timeout: int,
-                sigmask_ptr: int, sigsetsize: int) -> int:
+def epoll_pwait(
+    proc: Process,
+    epfd: int,
+    events_ptr: int,
+    maxevents: int,
+    timeout: int,
+    sigmask_ptr: int,
+    sigsetsize: int,
+) -> int:
     return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout, sigmask_ptr)
 
 
 @syscall("epoll_pwait2", FD, PTR, INT, PTR, PTR, ULONG)
-def epoll_pwait2(proc: Process, epfd: int, events_ptr: int, maxevents: int, timeout_ptr: int,
-                 sigmask_ptr: int, sigsetsize: int) -> int:
+def epoll_pwait2(
+    proc: Process,
+    epfd: int,
+    events_ptr: int,
+    maxevents: int,
+    timeout_ptr: int,
+    sigmask_ptr: int,
+    sigsetsize: int,
+) -> int:
     timeout_ms = -1
     if timeout_ptr:
         sec, nsec = struct.unpack("<qq", proc.mem.read(timeout_ptr, 16))
@@ -176,4 +196,3 @@ def signalfd4(proc: Process, fd: int, mask_ptr: int, sizemask: int, flags: int) 
     proc.host_fd_reserved.add(write_end)
     proc.add_signalfd(read_end, write_end, mask)
     return read_end
-

@@ -1,20 +1,36 @@
 """Files and directories: open/read/write/stat and friends.
 
 Guest fds are host fds (as in qemu-user): what the guest opens, the host process holds, so
-fork, exec and fd passing need no translation table.
+fork, exec and fd passing need no translation table. Python's os.open, os.dup and os.pipe would
+mark new fds close-on-exec, so new fds come from raw host calls that add nothing the guest did not
+ask for. The *at calls go to the host kernel as they are (dirfd, flags), so that its checks and
+errno values are the guest's; only pointers, structs and open flags are translated.
+
+Paths: an absolute path that names something inside the sysroot (-L) means that file, for the
+calls that look a file up (open, stat, statx, access, readlink, statfs), as in qemu-user. Calls
+that create, change or remove names act on the path as given.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl as host_fcntl
 import os
 import struct
 
-from qemuser.syscalls.abi.stat import pack_stat, pack_statx
+from qemuser.syscalls.abi import fcntl as abi_fcntl
+from qemuser.syscalls.abi.fcntl import F_OWNER_EX, FLOCK
+from qemuser.syscalls.abi.stat import (
+    STATFS,
+    STATX,
+    STATX_BASIC_STATS,
+    TIMESPEC,
+    guest_statx,
+    stat_from_statx,
+)
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import (
-    AT_FDCWD,
     DIRFD,
     FD,
     INT,
@@ -37,23 +53,65 @@ AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
 AT_EACCESS = 0x200
 AT_SYMLINK_FOLLOW = 0x400
+AT_NO_AUTOMOUNT = 0x800
 AT_EMPTY_PATH = 0x1000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-HOST_SYS_OPENAT = 257  # x86_64 numbers
+
+# Host (x86_64) system-call numbers: arch/x86/entry/syscalls/syscall_64.tbl.
+HOST_SYS_SENDFILE = 40
+HOST_SYS_TRUNCATE = 76
+HOST_SYS_STATFS = 137
+HOST_SYS_FSTATFS = 138
 HOST_SYS_GETDENTS64 = 217
+HOST_SYS_OPENAT = 257
+HOST_SYS_MKDIRAT = 258
+HOST_SYS_MKNODAT = 259
+HOST_SYS_FCHOWNAT = 260
+HOST_SYS_UNLINKAT = 263
+HOST_SYS_LINKAT = 265
+HOST_SYS_SYMLINKAT = 266
+HOST_SYS_READLINKAT = 267
+HOST_SYS_FCHMODAT = 268
+HOST_SYS_UTIMENSAT = 280
+HOST_SYS_FALLOCATE = 285
+HOST_SYS_DUP3 = 292
+HOST_SYS_SYNCFS = 306
 HOST_SYS_RENAMEAT2 = 316
+HOST_SYS_MEMFD_CREATE = 319
+HOST_SYS_COPY_FILE_RANGE = 326
+HOST_SYS_PREADV2 = 327
+HOST_SYS_PWRITEV2 = 328
+HOST_SYS_STATX = 332
 HOST_SYS_FACCESSAT2 = 439
 
 
-def host_syscall(number: int, *args: int | ctypes.Array) -> int:
-    """A raw host system call; OSError on failure."""
-    result = _libc.syscall(ctypes.c_long(number), *(
-        a if isinstance(a, ctypes.Array) else ctypes.c_long(a) for a in args
-    ))
+def _give_signal_handlers_a_turn() -> None:
+    """Entering a Python function runs the Python-level handlers of signals that interrupted a
+    raw host call, so that a guest-handled signal ends the call as SignalInterrupt (restartable)
+    rather than as a bare EINTR."""
+
+
+def host_syscall(number: int, *args: object) -> int:
+    """A raw host system call; OSError on failure.
+
+    Arguments: ints (passed as long), bytes (a NUL-terminated char *), None (NULL), or ctypes
+    objects (arrays, pointers) passed as they are.
+    """
+    converted = []
+    for a in args:
+        if isinstance(a, int):
+            converted.append(ctypes.c_long(a))
+        elif a is None:
+            converted.append(ctypes.c_void_p(None))
+        else:
+            converted.append(a)
+    result = _libc.syscall(ctypes.c_long(number), *converted)
     if result < 0:
         code = ctypes.get_errno()
+        if code == errno.EINTR:
+            _give_signal_handlers_a_turn()
         raise OSError(code, os.strerror(code))
     return result
 
@@ -75,44 +133,83 @@ class OpenFlagsKind(ArgKind):
         return "|".join(parts)
 
 
+class GuestFlagsKind(OpenFlagsKind):
+    """Open flags without an access mode (pipe2, dup3): names only."""
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        value = raw & 0xFFFF_FFFF
+        parts = []
+        for bit, name in proc.open_codec.names().items():
+            if value & bit == bit:
+                parts.append(name)
+                value &= ~bit
+        if value:
+            parts.append(f"{value:#o}")
+        return "|".join(parts) or "0"
+
+
 OPEN_FLAGS = OpenFlagsKind()
+GUEST_FLAGS = GuestFlagsKind()
 AT_FLAGS = Flags(
-    {AT_SYMLINK_NOFOLLOW: "AT_SYMLINK_NOFOLLOW", AT_REMOVEDIR: "AT_REMOVEDIR",
-     AT_SYMLINK_FOLLOW: "AT_SYMLINK_FOLLOW", AT_EMPTY_PATH: "AT_EMPTY_PATH",
-     0x800: "AT_NO_AUTOMOUNT"}
+    {
+        AT_SYMLINK_NOFOLLOW: "AT_SYMLINK_NOFOLLOW",
+        AT_REMOVEDIR: "AT_REMOVEDIR",
+        AT_SYMLINK_FOLLOW: "AT_SYMLINK_FOLLOW",
+        AT_EMPTY_PATH: "AT_EMPTY_PATH",
+        AT_NO_AUTOMOUNT: "AT_NO_AUTOMOUNT",
+    }
 )
 SEEK = Enum({0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"})
 
 
-def dir_fd(fd: int) -> int | None:
-    return None if fd == AT_FDCWD else fd
-
-
-def resolve(proc: Process, path: bytes) -> bytes:
-    """A guest path as the host should see it (sysroot, /proc/self)."""
-    special = proc_self_path(proc, path)
-    if special is not None:
-        return special
-    return proc.host_path(path)
+# ---- paths -----------------------------------------------------------------------------------
 
 
 def proc_self_path(proc: Process, path: bytes) -> bytes | None:
+    """/proc/self/exe names the guest program, not the emulator."""
     for prefix in (b"/proc/self/", f"/proc/{proc.pid}/".encode()):
         if path.startswith(prefix) and path[len(prefix) :] == b"exe":
             return os.fsencode(proc.exe_path)
     return None
 
 
+def resolve(proc: Process, path: bytes) -> bytes:
+    """A guest path to look a file up by: /proc/self/exe, then the sysroot first."""
+    special = proc_self_path(proc, path)
+    if special is not None:
+        return special
+    return proc.host_path(path)
+
+
+def as_given(proc: Process, path: bytes) -> bytes:
+    """A guest path that creates, changes or removes a name: never redirected to the sysroot."""
+    special = proc_self_path(proc, path)
+    return path if special is None else special
+
+
+def need_path(path: bytes | None) -> bytes:
+    if path is None:
+        raise OSError(errno.EFAULT, "NULL path")
+    return path
+
+
 def show_stat(proc: Process, addr: int) -> str:
     data = proc.mem.read(addr, 128)
-    mode, = struct.unpack_from("<I", data, 16)
-    size, = struct.unpack_from("<q", data, 48)
+    (mode,) = struct.unpack_from("<I", data, 16)
+    (size,) = struct.unpack_from("<q", data, 48)
     return f"{{st_mode={_mode_text(mode)},st_size={size},...}}"
 
 
 def _mode_text(mode: int) -> str:
-    kinds = {0o140000: "S_IFSOCK", 0o120000: "S_IFLNK", 0o100000: "S_IFREG",
-             0o60000: "S_IFBLK", 0o40000: "S_IFDIR", 0o20000: "S_IFCHR", 0o10000: "S_IFIFO"}
+    kinds = {
+        0o140000: "S_IFSOCK",
+        0o120000: "S_IFLNK",
+        0o100000: "S_IFREG",
+        0o60000: "S_IFBLK",
+        0o40000: "S_IFDIR",
+        0o20000: "S_IFCHR",
+        0o10000: "S_IFIFO",
+    }
     return f"{kinds.get(mode & 0o170000, '0')}|0{mode & 0o7777:o}"
 
 
@@ -124,14 +221,13 @@ STAT_OUT = StructOut(show_stat)
 
 @syscall("openat", DIRFD, PATH, OPEN_FLAGS, OCTAL)
 def openat(proc: Process, dirfd: int, path: bytes | None, flags: int, mode: int) -> int:
-    if path is None:
-        return -errno.EFAULT
+    path = need_path(path)
     synthetic = proc.open_special(path, flags)
     if synthetic is not None:
         return synthetic
-    # Not os.open: Python would add O_CLOEXEC, and the guest's fds must survive its execve.
-    host = ctypes.create_string_buffer(resolve(proc, path))
-    return host_syscall(HOST_SYS_OPENAT, dirfd, host, proc.open_codec.to_host(flags), mode)
+    return host_syscall(
+        HOST_SYS_OPENAT, dirfd, resolve(proc, path), proc.open_codec.to_host(flags), mode
+    )
 
 
 @syscall("close", FD)
@@ -160,24 +256,35 @@ def close_range(proc: Process, first: int, last: int, flags: int) -> int:
 
 # ---- read / write ----------------------------------------------------------------------------
 
+MAX_RW_COUNT = 0x7FFFF000  # Linux caps one read/write at INT_MAX rounded down to a page
+
+
+def _check_writable(proc: Process, buf: int, count: int) -> None:
+    """Fail with EFAULT before consuming input that could not be delivered (as qemu-user)."""
+    if count:
+        proc.mem._check(buf, count, 2)
+
 
 @syscall("read", FD, OutBuf(2), ULONG)
 def read(proc: Process, fd: int, buf: int, count: int) -> int:
-    proc.mem._check(buf, min(count, 1 << 30), 2) if count else None
-    data = os.read(fd, min(count, 1 << 30))
+    count = min(count, MAX_RW_COUNT)
+    _check_writable(proc, buf, count)
+    data = os.read(fd, count)
     proc.mem.write(buf, data)
     return len(data)
 
 
 @syscall("write", FD, InBuf(2), ULONG)
 def write(proc: Process, fd: int, buf: int, count: int) -> int:
-    return os.write(fd, proc.mem.read(buf, count))
+    return os.write(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)))
 
 
 @syscall("pread64", FD, OutBuf(2), ULONG, LONG)
 def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
+    count = min(count, MAX_RW_COUNT)
+    _check_writable(proc, buf, count)
     data = os.pread(fd, count, offset)
     proc.mem.write(buf, data)
     return len(data)
@@ -187,15 +294,25 @@ def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
 def pwrite64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
-    return os.pwrite(fd, proc.mem.read(buf, count), offset)
+    return os.pwrite(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)), offset)
+
+
+UIO_MAXIOV = 1024
 
 
 def read_iovec(proc: Process, iov: int, count: int) -> list[tuple[int, int]]:
     """struct iovec[] (include/uapi/linux/uio.h): {void *iov_base; size_t iov_len}."""
-    if count < 0 or count > 1024:
+    if count < 0 or count > UIO_MAXIOV:
         raise OSError(errno.EINVAL, "bad iovcnt")
     data = proc.mem.read(iov, 16 * count)
-    return [struct.unpack_from("<QQ", data, 16 * i) for i in range(count)]
+    vecs = [struct.unpack_from("<QQ", data, 16 * i) for i in range(count)]
+    if any(length >> 63 for _, length in vecs):  # a negative ssize_t length
+        raise OSError(errno.EINVAL, "iovec too long")
+    return vecs
+
+
+def _iov_total(vecs: list[tuple[int, int]]) -> int:
+    return min(sum(length for _, length in vecs), MAX_RW_COUNT)
 
 
 def _scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
@@ -208,6 +325,11 @@ def _scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
         pos += len(chunk)
 
 
+def _check_scatter(proc: Process, vecs: list[tuple[int, int]]) -> None:
+    for base, length in vecs:
+        _check_writable(proc, base, length)
+
+
 def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
     return b"".join(proc.mem.read(base, length) for base, length in vecs)
 
@@ -215,7 +337,8 @@ def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
 @syscall("readv", FD, PTR, INT)
 def readv(proc: Process, fd: int, iov: int, count: int) -> int:
     vecs = read_iovec(proc, iov, count)
-    data = os.read(fd, sum(length for _, length in vecs))
+    _check_scatter(proc, vecs)
+    data = os.read(fd, _iov_total(vecs))
     _scatter(proc, vecs, data)
     return len(data)
 
@@ -227,29 +350,40 @@ def writev(proc: Process, fd: int, iov: int, count: int) -> int:
 
 @syscall("preadv", FD, PTR, INT, LONG)
 def preadv(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
-    vecs = read_iovec(proc, iov, count)
-    data = os.pread(fd, sum(length for _, length in vecs), offset)
-    _scatter(proc, vecs, data)
-    return len(data)
+    return preadv2(proc, fd, iov, count, offset, 0, 0)
 
 
 @syscall("pwritev", FD, PTR, INT, LONG)
 def pwritev(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
-    return os.pwrite(fd, _gather(proc, read_iovec(proc, iov, count)), offset)
+    return pwritev2(proc, fd, iov, count, offset, 0, 0)
+
+
+# preadv2/pwritev2 go to the host as they are: offset -1 (the file position) and the RWF_*
+# flags keep the kernel's meaning and checks. On 64-bit, pos_l carries the whole offset.
 
 
 @syscall("preadv2", FD, PTR, INT, LONG, LONG, INT)
-def preadv2(proc: Process, fd: int, iov: int, count: int, offset: int, _hi: int, flags: int) -> int:
-    if offset == -1:
-        return readv(proc, fd, iov, count)
-    return preadv(proc, fd, iov, count, offset)
+def preadv2(
+    proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
+) -> int:
+    vecs = read_iovec(proc, iov, count)
+    _check_scatter(proc, vecs)
+    total = _iov_total(vecs)
+    buffer = ctypes.create_string_buffer(max(total, 1))
+    host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), total)
+    n = host_syscall(HOST_SYS_PREADV2, fd, host_iov, 1, offset, 0, flags & 0xFFFF_FFFF)
+    _scatter(proc, vecs, buffer.raw[:n])
+    return n
 
 
 @syscall("pwritev2", FD, PTR, INT, LONG, LONG, INT)
-def pwritev2(proc: Process, fd: int, iov: int, count: int, offset: int, _hi: int, flags: int) -> int:
-    if offset == -1:
-        return writev(proc, fd, iov, count)
-    return pwritev(proc, fd, iov, count, offset)
+def pwritev2(
+    proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
+) -> int:
+    data = _gather(proc, read_iovec(proc, iov, count))
+    buffer = ctypes.create_string_buffer(data, max(len(data), 1))
+    host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), len(data))
+    return host_syscall(HOST_SYS_PWRITEV2, fd, host_iov, 1, offset, 0, flags & 0xFFFF_FFFF)
 
 
 @syscall("lseek", FD, LONG, SEEK)
@@ -259,51 +393,62 @@ def lseek(proc: Process, fd: int, offset: int, whence: int) -> int:
 
 # ---- stat ------------------------------------------------------------------------------------
 
+STATX_RESERVED = 0x8000_0000
+NEWFSTATAT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH
 
-def _stat_at(proc: Process, dirfd: int, path: bytes, flags: int) -> os.stat_result:
-    follow = not flags & AT_SYMLINK_NOFOLLOW
-    if not path:
+
+def host_statx(dirfd: int, host_path: bytes, flags: int, mask: int) -> dict[str, object]:
+    """The host's statx() of a path (or of dirfd itself with AT_EMPTY_PATH and b"")."""
+    buffer = ctypes.create_string_buffer(STATX.size)
+    host_syscall(HOST_SYS_STATX, dirfd, host_path, flags, mask, buffer)
+    return STATX.unpack(buffer.raw)
+
+
+def _stat_path(proc: Process, path: bytes | None, flags: int) -> bytes:
+    # A NULL path with AT_EMPTY_PATH means the fd itself (Linux 6.11 and later).
+    if path is None:
         if flags & AT_EMPTY_PATH:
-            if dirfd == AT_FDCWD:
-                return os.stat(".")
-            return os.fstat(dirfd)
-        raise OSError(errno.ENOENT, "empty path")
-    return os.stat(resolve(proc, path), dir_fd=dir_fd(dirfd), follow_symlinks=follow)
+            return b""
+        raise OSError(errno.EFAULT, "NULL path")
+    return resolve(proc, path)
 
 
 @syscall("fstat", FD, STAT_OUT)
 def fstat(proc: Process, fd: int, statbuf: int) -> int:
-    proc.mem.write(statbuf, pack_stat(os.fstat(fd)))
+    proc.mem.write(statbuf, stat_from_statx(host_statx(fd, b"", AT_EMPTY_PATH, STATX_BASIC_STATS)))
     return 0
 
 
 @syscall("newfstatat", DIRFD, PATH, STAT_OUT, AT_FLAGS)
 def newfstatat(proc: Process, dirfd: int, path: bytes | None, statbuf: int, flags: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    proc.mem.write(statbuf, pack_stat(_stat_at(proc, dirfd, path, flags)))
+    if flags & ~NEWFSTATAT_FLAGS:
+        return -errno.EINVAL
+    host = _stat_path(proc, path, flags)
+    proc.mem.write(statbuf, stat_from_statx(host_statx(dirfd, host, flags, STATX_BASIC_STATS)))
     return 0
 
 
 @syscall("statx", DIRFD, PATH, AT_FLAGS, Flags({}), PTR)
 def statx(proc: Process, dirfd: int, path: bytes | None, flags: int, mask: int, buf: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    proc.mem.write(buf, pack_statx(_stat_at(proc, dirfd, path, flags)))
+    if mask & STATX_RESERVED:
+        return -errno.EINVAL
+    host = _stat_path(proc, path, flags)
+    proc.mem.write(buf, guest_statx(host_statx(dirfd, host, flags, mask)))
     return 0
 
 
 @syscall("readlinkat", DIRFD, PATH, OutBuf(3), INT)
 def readlinkat(proc: Process, dirfd: int, path: bytes | None, buf: int, size: int) -> int:
-    if path is None:
-        return -errno.EFAULT
+    path = need_path(path)
     if size <= 0:
         return -errno.EINVAL
-    special = proc_self_path(proc, path)
-    if special is not None:
-        target = special
-    else:
-        target = os.readlink(proc.host_path(path), dir_fd=dir_fd(dirfd))
+    target = proc_self_path(proc, path)
+    if target is None:
+        host_buffer = ctypes.create_string_buffer(min(size, 1 << 16))
+        n = host_syscall(
+            HOST_SYS_READLINKAT, dirfd, proc.host_path(path), host_buffer, len(host_buffer)
+        )
+        target = host_buffer.raw[:n]
     target = target[:size]
     proc.mem.write(buf, target)
     return len(target)
@@ -316,22 +461,20 @@ def faccessat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
 
 @syscall("faccessat2", DIRFD, PATH, OCTAL, AT_FLAGS)
 def faccessat2(proc: Process, dirfd: int, path: bytes | None, mode: int, flags: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    if mode & ~7:
-        return -errno.EINVAL
-    host = resolve(proc, path)
-    buf = ctypes.create_string_buffer(host)
-    return host_syscall(HOST_SYS_FACCESSAT2, dirfd, buf, mode, flags)
+    path = need_path(path)
+    return host_syscall(HOST_SYS_FACCESSAT2, dirfd, resolve(proc, path), mode, flags)
 
 
 @syscall("getdents64", FD, PTR, ULONG)
 def getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
-    # struct linux_dirent64 is the same on every architecture: pass the host's records through.
+    # struct linux_dirent64 (include/linux/dirent.h: u64 d_ino, s64 d_off, u16 d_reclen,
+    # u8 d_type, char d_name[]) has fixed-width fields and the same alignment on every
+    # architecture, so the host's records are the guest's byte for byte.
     count = min(count, 1 << 20)
-    buf = ctypes.create_string_buffer(count)
-    n = host_syscall(HOST_SYS_GETDENTS64, fd, buf, count)
-    proc.mem.write(dirp, buf.raw[:n])
+    _check_writable(proc, dirp, count)
+    buffer = ctypes.create_string_buffer(max(count, 1))
+    n = host_syscall(HOST_SYS_GETDENTS64, fd, buffer, count)
+    proc.mem.write(dirp, buffer.raw[:n])
     return n
 
 
@@ -349,9 +492,7 @@ def getcwd(proc: Process, buf: int, size: int) -> int:
 
 @syscall("chdir", PATH)
 def chdir(proc: Process, path: bytes | None) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.chdir(resolve(proc, path))
+    os.chdir(as_given(proc, need_path(path)))
     return 0
 
 
@@ -363,39 +504,29 @@ def fchdir(proc: Process, fd: int) -> int:
 
 @syscall("chroot", PATH)
 def chroot(proc: Process, path: bytes | None) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.chroot(resolve(proc, path))
+    # Changes the emulator's root too: afterwards the guest sees only what lies below it.
+    os.chroot(as_given(proc, need_path(path)))
     return 0
 
 
 @syscall("mkdirat", DIRFD, PATH, OCTAL)
 def mkdirat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.mkdir(proc.host_path(path), mode, dir_fd=dir_fd(dirfd))
-    return 0
+    return host_syscall(HOST_SYS_MKDIRAT, dirfd, as_given(proc, need_path(path)), mode)
 
 
 @syscall("mknodat", DIRFD, PATH, OCTAL, ULONG)
 def mknodat(proc: Process, dirfd: int, path: bytes | None, mode: int, dev: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.mknod(proc.host_path(path), mode, dev, dir_fd=dir_fd(dirfd))
-    return 0
+    # dev is the kernel's `unsigned int` encoding (new_encode_dev), the same on the host
+    host = as_given(proc, need_path(path))
+    return host_syscall(HOST_SYS_MKNODAT, dirfd, host, mode, dev & 0xFFFF_FFFF)
 
 
 @syscall("unlinkat", DIRFD, PATH, AT_FLAGS)
 def unlinkat(proc: Process, dirfd: int, path: bytes | None, flags: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    if flags & ~AT_REMOVEDIR:
-        return -errno.EINVAL
-    if flags & AT_REMOVEDIR:
-        os.rmdir(proc.host_path(path), dir_fd=dir_fd(dirfd))
-    else:
-        os.unlink(proc.host_path(path), dir_fd=dir_fd(dirfd))
-    return 0
+    return host_syscall(HOST_SYS_UNLINKAT, dirfd, as_given(proc, need_path(path)), flags)
+
+
+RENAME_FLAGS = Flags({1: "RENAME_NOREPLACE", 2: "RENAME_EXCHANGE", 4: "RENAME_WHITEOUT"})
 
 
 @syscall("renameat", DIRFD, PATH, DIRFD, PATH)
@@ -403,36 +534,40 @@ def renameat(proc: Process, olddir: int, old: bytes | None, newdir: int, new: by
     return renameat2(proc, olddir, old, newdir, new, 0)
 
 
-@syscall("renameat2", DIRFD, PATH, DIRFD, PATH, Flags({1: "RENAME_NOREPLACE", 2: "RENAME_EXCHANGE", 4: "RENAME_WHITEOUT"}))
+@syscall("renameat2", DIRFD, PATH, DIRFD, PATH, RENAME_FLAGS)
 def renameat2(
     proc: Process, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
 ) -> int:
-    if old is None or new is None:
-        return -errno.EFAULT
-    a = ctypes.create_string_buffer(proc.host_path(old))
-    b = ctypes.create_string_buffer(proc.host_path(new))
-    return host_syscall(HOST_SYS_RENAMEAT2, olddir, a, newdir, b, flags)
+    return host_syscall(
+        HOST_SYS_RENAMEAT2,
+        olddir,
+        as_given(proc, need_path(old)),
+        newdir,
+        as_given(proc, need_path(new)),
+        flags,
+    )
 
 
 @syscall("symlinkat", PATH, DIRFD, PATH)
 def symlinkat(proc: Process, target: bytes | None, dirfd: int, path: bytes | None) -> int:
-    if target is None or path is None:
-        return -errno.EFAULT
-    os.symlink(target, proc.host_path(path), dir_fd=dir_fd(dirfd))
-    return 0
+    # the target is stored as the guest wrote it: it is resolved when the link is followed
+    return host_syscall(
+        HOST_SYS_SYMLINKAT, need_path(target), dirfd, as_given(proc, need_path(path))
+    )
 
 
 @syscall("linkat", DIRFD, PATH, DIRFD, PATH, AT_FLAGS)
 def linkat(
     proc: Process, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
 ) -> int:
-    if old is None or new is None:
-        return -errno.EFAULT
-    os.link(
-        proc.host_path(old), proc.host_path(new), src_dir_fd=dir_fd(olddir),
-        dst_dir_fd=dir_fd(newdir), follow_symlinks=bool(flags & AT_SYMLINK_FOLLOW),
+    return host_syscall(
+        HOST_SYS_LINKAT,
+        olddir,
+        as_given(proc, need_path(old)),
+        newdir,
+        as_given(proc, need_path(new)),
+        flags,
     )
-    return 0
 
 
 # ---- attributes ------------------------------------------------------------------------------
@@ -440,16 +575,13 @@ def linkat(
 
 @syscall("fchmod", FD, OCTAL)
 def fchmod(proc: Process, fd: int, mode: int) -> int:
-    os.fchmod(fd, mode)
+    os.fchmod(fd, mode & 0o7777)
     return 0
 
 
 @syscall("fchmodat", DIRFD, PATH, OCTAL)
 def fchmodat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.chmod(resolve(proc, path), mode, dir_fd=dir_fd(dirfd))
-    return 0
+    return host_syscall(HOST_SYS_FCHMODAT, dirfd, as_given(proc, need_path(path)), mode)
 
 
 @syscall("fchown", FD, INT, INT)
@@ -460,41 +592,22 @@ def fchown(proc: Process, fd: int, uid: int, gid: int) -> int:
 
 @syscall("fchownat", DIRFD, PATH, INT, INT, AT_FLAGS)
 def fchownat(proc: Process, dirfd: int, path: bytes | None, uid: int, gid: int, flags: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    if not path and flags & AT_EMPTY_PATH:
-        os.fchown(dirfd, uid, gid)
-        return 0
-    os.chown(
-        resolve(proc, path), uid, gid, dir_fd=dir_fd(dirfd),
-        follow_symlinks=not flags & AT_SYMLINK_NOFOLLOW,
-    )
-    return 0
-
-
-UTIME_NOW = (1 << 30) - 1
-UTIME_OMIT = (1 << 30) - 2
+    host = as_given(proc, need_path(path))
+    return host_syscall(HOST_SYS_FCHOWNAT, dirfd, host, uid & 0xFFFF_FFFF, gid & 0xFFFF_FFFF, flags)
 
 
 @syscall("utimensat", DIRFD, PATH, PTR, AT_FLAGS)
 def utimensat(proc: Process, dirfd: int, path: bytes | None, times: int, flags: int) -> int:
-    # struct timespec[2] (include/uapi/linux/time_types.h): {s64 tv_sec; long tv_nsec}
-    host_times = ctypes.c_int64 * 4
+    # A NULL path means dirfd itself (futimens). The host validates nanoseconds and flags.
+    host_times = None
     if times:
-        sec0, ns0, sec1, ns1 = struct.unpack("<qqqq", proc.mem.read(times, 32))
-        for ns in (ns0, ns1):
-            if ns not in (UTIME_NOW, UTIME_OMIT) and not 0 <= ns < 1_000_000_000:
-                return -errno.EINVAL
-        tv = host_times(sec0, ns0, sec1, ns1)
-    else:
-        tv = None
-    host_path = ctypes.create_string_buffer(resolve(proc, path)) if path is not None else None
-    result = _libc.utimensat(
-        ctypes.c_int(dirfd), host_path, tv, ctypes.c_int(flags)
-    ) if path is not None else _libc.futimens(ctypes.c_int(dirfd), tv)
-    if result < 0:
-        return -ctypes.get_errno()
-    return 0
+        values = []
+        for i in range(2):
+            spec = TIMESPEC.unpack(proc.mem.read(times + i * TIMESPEC.size, TIMESPEC.size))
+            values += [spec["tv_sec"], spec["tv_nsec"]]
+        host_times = (ctypes.c_int64 * 4)(*values)  # x86_64 timespec: two 64-bit words too
+    host = None if path is None else as_given(proc, path)
+    return host_syscall(HOST_SYS_UTIMENSAT, dirfd, host, host_times, flags)
 
 
 @syscall("ftruncate", FD, LONG)
@@ -505,17 +618,12 @@ def ftruncate(proc: Process, fd: int, length: int) -> int:
 
 @syscall("truncate", PATH, LONG)
 def truncate(proc: Process, path: bytes | None, length: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    os.truncate(resolve(proc, path), length)
-    return 0
+    return host_syscall(HOST_SYS_TRUNCATE, as_given(proc, need_path(path)), length)
 
 
 @syscall("fallocate", FD, INT, LONG, LONG)
 def fallocate(proc: Process, fd: int, mode: int, offset: int, length: int) -> int:
-    if _libc.fallocate(ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_long(offset), ctypes.c_long(length)) < 0:
-        return -ctypes.get_errno()
-    return 0
+    return host_syscall(HOST_SYS_FALLOCATE, fd, mode, offset, length)
 
 
 @syscall("fsync", FD)
@@ -538,14 +646,14 @@ def sync(proc: Process) -> int:
 
 @syscall("syncfs", FD)
 def syncfs(proc: Process, fd: int) -> int:
-    os.fstat(fd)
-    os.sync()
-    return 0
+    return host_syscall(HOST_SYS_SYNCFS, fd)
 
 
 @syscall("umask", OCTAL)
 def umask(proc: Process, mask: int) -> int:
-    return os.umask(mask & 0o777)
+    previous = os.umask(mask & 0o777)
+    proc.umask_value = mask & 0o777
+    return previous
 
 
 # ---- fds -------------------------------------------------------------------------------------
@@ -553,26 +661,20 @@ def umask(proc: Process, mask: int) -> int:
 
 @syscall("dup", FD)
 def dup(proc: Process, fd: int) -> int:
-    import fcntl as host_fcntl
-
-    return host_fcntl.fcntl(fd, host_fcntl.F_DUPFD, 0)  # os.dup would set FD_CLOEXEC
+    return host_fcntl.fcntl(fd, abi_fcntl.F_DUPFD, 0)  # os.dup would set FD_CLOEXEC
 
 
-@syscall("dup3", FD, FD, Flags({0o2000000: "O_CLOEXEC"}))
+@syscall("dup3", FD, FD, GUEST_FLAGS)
 def dup3(proc: Process, old: int, new: int, flags: int) -> int:
-    if old == new:
-        return -errno.EINVAL
-    if flags & ~0o2000000:
-        return -errno.EINVAL
     if new in proc.host_fd_reserved:
         return -errno.EBADF
-    return os.dup2(old, new, inheritable=not flags & 0o2000000)
+    # O_CLOEXEC has one value on every architecture; the host checks the rest (EINVAL)
+    return host_syscall(HOST_SYS_DUP3, old, new, flags)
 
 
-@syscall("pipe2", PTR, Flags({0o2000000: "O_CLOEXEC", 0o4000: "O_NONBLOCK", 0o40000: "O_DIRECT"}))
+@syscall("pipe2", PTR, GUEST_FLAGS)
 def pipe2(proc: Process, fds: int, flags: int) -> int:
-    host_flags = proc.open_codec.to_host(flags)
-    r, w = os.pipe2(host_flags)
+    r, w = os.pipe2(proc.open_codec.to_host(flags))
     try:
         proc.mem.write(fds, struct.pack("<ii", r, w))
     except Exception:
@@ -582,46 +684,92 @@ def pipe2(proc: Process, fds: int, flags: int) -> int:
     return 0
 
 
-F_NAMES = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL", 5: "F_GETLK",
-           6: "F_SETLK", 7: "F_SETLKW", 8: "F_SETOWN", 9: "F_GETOWN", 1030: "F_DUPFD_CLOEXEC",
-           1031: "F_SETPIPE_SZ", 1032: "F_GETPIPE_SZ", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS",
-           36: "F_OFD_GETLK", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW", 1024: "F_SETLEASE",
-           1025: "F_GETLEASE"}
-
-# struct flock (include/uapi/asm-generic/fcntl.h, 64-bit): short l_type, short l_whence,
-# off_t l_start, off_t l_len, pid_t l_pid  -> 32 bytes. x86_64's layout is the same.
-FLOCK_SIZE = 32
+F_NAMES = {
+    abi_fcntl.F_DUPFD: "F_DUPFD",
+    abi_fcntl.F_GETFD: "F_GETFD",
+    abi_fcntl.F_SETFD: "F_SETFD",
+    abi_fcntl.F_GETFL: "F_GETFL",
+    abi_fcntl.F_SETFL: "F_SETFL",
+    abi_fcntl.F_GETLK: "F_GETLK",
+    abi_fcntl.F_SETLK: "F_SETLK",
+    abi_fcntl.F_SETLKW: "F_SETLKW",
+    abi_fcntl.F_SETOWN: "F_SETOWN",
+    abi_fcntl.F_GETOWN: "F_GETOWN",
+    abi_fcntl.F_SETSIG: "F_SETSIG",
+    abi_fcntl.F_GETSIG: "F_GETSIG",
+    abi_fcntl.F_SETOWN_EX: "F_SETOWN_EX",
+    abi_fcntl.F_GETOWN_EX: "F_GETOWN_EX",
+    abi_fcntl.F_OFD_GETLK: "F_OFD_GETLK",
+    abi_fcntl.F_OFD_SETLK: "F_OFD_SETLK",
+    abi_fcntl.F_OFD_SETLKW: "F_OFD_SETLKW",
+    abi_fcntl.F_SETLEASE: "F_SETLEASE",
+    abi_fcntl.F_GETLEASE: "F_GETLEASE",
+    abi_fcntl.F_NOTIFY: "F_NOTIFY",
+    abi_fcntl.F_CANCELLK: "F_CANCELLK",
+    abi_fcntl.F_DUPFD_CLOEXEC: "F_DUPFD_CLOEXEC",
+    abi_fcntl.F_SETPIPE_SZ: "F_SETPIPE_SZ",
+    abi_fcntl.F_GETPIPE_SZ: "F_GETPIPE_SZ",
+    abi_fcntl.F_ADD_SEALS: "F_ADD_SEALS",
+    abi_fcntl.F_GET_SEALS: "F_GET_SEALS",
+}
+LOCK_COMMANDS = {
+    abi_fcntl.F_GETLK,
+    abi_fcntl.F_SETLK,
+    abi_fcntl.F_SETLKW,
+    abi_fcntl.F_OFD_GETLK,
+    abi_fcntl.F_OFD_SETLK,
+    abi_fcntl.F_OFD_SETLKW,
+}
+LOCK_QUERIES = {abi_fcntl.F_GETLK, abi_fcntl.F_OFD_GETLK}
+# Commands whose argument is a plain int, passed to the host unchanged.
+INT_COMMANDS = {
+    abi_fcntl.F_DUPFD,
+    abi_fcntl.F_DUPFD_CLOEXEC,
+    abi_fcntl.F_SETOWN,
+    abi_fcntl.F_GETOWN,
+    abi_fcntl.F_SETSIG,
+    abi_fcntl.F_GETSIG,
+    abi_fcntl.F_SETLEASE,
+    abi_fcntl.F_GETLEASE,
+    abi_fcntl.F_NOTIFY,
+    abi_fcntl.F_CANCELLK,
+    abi_fcntl.F_SETPIPE_SZ,
+    abi_fcntl.F_GETPIPE_SZ,
+    abi_fcntl.F_ADD_SEALS,
+    abi_fcntl.F_GET_SEALS,
+    abi_fcntl.F_GETFD,
+    abi_fcntl.F_SETFD,
+}
 
 
 @syscall("fcntl", FD, Enum(F_NAMES), ULONG)
 def fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
-    import fcntl as host_fcntl
-
-    if cmd in (0, 1030):  # F_DUPFD, F_DUPFD_CLOEXEC
+    if cmd in INT_COMMANDS:
         return host_fcntl.fcntl(fd, cmd, s32(arg))
-    if cmd == 1:
-        return host_fcntl.fcntl(fd, cmd)
-    if cmd == 2:
-        return host_fcntl.fcntl(fd, cmd, arg & 1)
-    if cmd == 3:
+    if cmd == abi_fcntl.F_GETFL:
         return proc.open_codec.to_guest(host_fcntl.fcntl(fd, cmd))
-    if cmd == 4:
+    if cmd == abi_fcntl.F_SETFL:
         return host_fcntl.fcntl(fd, cmd, proc.open_codec.to_host(arg & 0xFFFF_FFFF))
-    if cmd in (5, 6, 7, 36, 37, 38):
-        lock = proc.mem.read(arg, FLOCK_SIZE)
-        result = host_fcntl.fcntl(fd, cmd, lock)
-        if cmd in (5, 36):
-            proc.mem.write(arg, result)
+    if cmd in LOCK_COMMANDS:
+        lock = FLOCK.unpack(proc.mem.read(arg, FLOCK.size))
+        answer = FLOCK.unpack(host_fcntl.fcntl(fd, cmd, FLOCK.pack(**lock)))
+        if cmd in LOCK_QUERIES:
+            proc.mem.write(arg, FLOCK.pack(**answer))
         return 0
-    if cmd in (8, 9, 1031, 1032, 1033, 1034, 1024, 1025, 10, 11):
-        return host_fcntl.fcntl(fd, cmd, s32(arg))
+    if cmd == abi_fcntl.F_SETOWN_EX:
+        owner = F_OWNER_EX.unpack(proc.mem.read(arg, F_OWNER_EX.size))
+        host_fcntl.fcntl(fd, cmd, F_OWNER_EX.pack(**owner))
+        return 0
+    if cmd == abi_fcntl.F_GETOWN_EX:
+        owner = F_OWNER_EX.unpack(host_fcntl.fcntl(fd, cmd, bytes(F_OWNER_EX.size)))
+        proc.mem.write(arg, F_OWNER_EX.pack(**owner))
+        return 0
+    host_fcntl.fcntl(fd, abi_fcntl.F_GETFD)  # a bad fd is EBADF, as Linux checks it first
     return -errno.EINVAL
 
 
 @syscall("flock", FD, INT)
 def flock(proc: Process, fd: int, operation: int) -> int:
-    import fcntl as host_fcntl
-
     host_fcntl.flock(fd, operation)
     return 0
 
@@ -629,60 +777,83 @@ def flock(proc: Process, fd: int, operation: int) -> int:
 # ---- file systems ----------------------------------------------------------------------------
 
 
-def _statfs_bytes(fd: int | None, path: bytes | None) -> bytes:
-    # struct statfs (include/uapi/asm-generic/statfs.h, 64-bit): 120 bytes, the same as
-    # x86_64's, so the host's record passes through unchanged.
-    buf = ctypes.create_string_buffer(120)
-    if fd is not None:
-        result = _libc.fstatfs(ctypes.c_int(fd), buf)
-    else:
-        result = _libc.statfs(ctypes.c_char_p(path), buf)
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return buf.raw
+def _guest_statfs(host_record: bytes) -> bytes:
+    # x86_64's struct statfs is also asm-generic's 64-bit one: decode with the same layout
+    return STATFS.pack(**STATFS.unpack(host_record))
 
 
 @syscall("statfs", PATH, PTR)
 def statfs(proc: Process, path: bytes | None, buf: int) -> int:
-    if path is None:
-        return -errno.EFAULT
-    proc.mem.write(buf, _statfs_bytes(None, resolve(proc, path)))
+    record = ctypes.create_string_buffer(STATFS.size)
+    host_syscall(HOST_SYS_STATFS, resolve(proc, need_path(path)), record)
+    proc.mem.write(buf, _guest_statfs(record.raw))
     return 0
 
 
 @syscall("fstatfs", FD, PTR)
 def fstatfs(proc: Process, fd: int, buf: int) -> int:
-    proc.mem.write(buf, _statfs_bytes(fd, None))
+    record = ctypes.create_string_buffer(STATFS.size)
+    host_syscall(HOST_SYS_FSTATFS, fd, record)
+    proc.mem.write(buf, _guest_statfs(record.raw))
     return 0
+
+
+def _read_offset(proc: Process, pointer: int) -> ctypes.c_int64 | None:
+    """A guest loff_t in/out argument as a host one (None for NULL)."""
+    if not pointer:
+        return None
+    return ctypes.c_int64(struct.unpack("<q", proc.mem.read(pointer, 8))[0])
+
+
+def _write_offset(proc: Process, pointer: int, value: ctypes.c_int64 | None) -> None:
+    if pointer and value is not None:
+        proc.mem.write(pointer, struct.pack("<q", value.value))
 
 
 @syscall("sendfile", FD, FD, PTR, ULONG)
 def sendfile(proc: Process, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
-    if offset_ptr:
-        offset = struct.unpack("<q", proc.mem.read(offset_ptr, 8))[0]
-        n = os.sendfile(out_fd, in_fd, offset, count)
-        proc.mem.write(offset_ptr, struct.pack("<q", offset + n))
-        return n
-    return os.sendfile(out_fd, in_fd, None, count)
+    offset = _read_offset(proc, offset_ptr)
+    n = host_syscall(
+        HOST_SYS_SENDFILE,
+        out_fd,
+        in_fd,
+        None if offset is None else ctypes.byref(offset),
+        min(count, MAX_RW_COUNT),
+    )
+    _write_offset(proc, offset_ptr, offset)
+    return n
 
 
 @syscall("copy_file_range", FD, PTR, FD, PTR, ULONG, INT)
 def copy_file_range(
     proc: Process, fd_in: int, off_in: int, fd_out: int, off_out: int, length: int, flags: int
 ) -> int:
-    src = struct.unpack("<q", proc.mem.read(off_in, 8))[0] if off_in else None
-    dst = struct.unpack("<q", proc.mem.read(off_out, 8))[0] if off_out else None
-    n = os.copy_file_range(fd_in, fd_out, length, src, dst)
-    if off_in:
-        proc.mem.write(off_in, struct.pack("<q", src + n))
-    if off_out:
-        proc.mem.write(off_out, struct.pack("<q", dst + n))
+    src = _read_offset(proc, off_in)
+    dst = _read_offset(proc, off_out)
+    n = host_syscall(
+        HOST_SYS_COPY_FILE_RANGE,
+        fd_in,
+        None if src is None else ctypes.byref(src),
+        fd_out,
+        None if dst is None else ctypes.byref(dst),
+        length,
+        flags & 0xFFFF_FFFF,
+    )
+    _write_offset(proc, off_in, src)
+    _write_offset(proc, off_out, dst)
     return n
 
 
-@syscall("memfd_create", PATH, Flags({1: "MFD_CLOEXEC", 2: "MFD_ALLOW_SEALING"}))
+MFD_NAMES = {
+    1: "MFD_CLOEXEC",
+    2: "MFD_ALLOW_SEALING",
+    4: "MFD_HUGETLB",
+    8: "MFD_NOEXEC_SEAL",
+    0x10: "MFD_EXEC",
+}
+
+
+@syscall("memfd_create", PATH, Flags(MFD_NAMES))
 def memfd_create(proc: Process, name: bytes | None, flags: int) -> int:
-    if name is None:
-        return -errno.EFAULT
-    return os.memfd_create(name, flags)
+    # MFD_* values are the same everywhere; the kernel checks the name's length and the flags
+    return host_syscall(HOST_SYS_MEMFD_CREATE, need_path(name), flags)

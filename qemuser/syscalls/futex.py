@@ -26,11 +26,17 @@ FUTEX_CMD_MASK = ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
 FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
 
 OP_NAMES = {
-    FUTEX_WAIT: "FUTEX_WAIT", FUTEX_WAKE: "FUTEX_WAKE", FUTEX_FD: "FUTEX_FD",
-    FUTEX_REQUEUE: "FUTEX_REQUEUE", FUTEX_CMP_REQUEUE: "FUTEX_CMP_REQUEUE",
-    FUTEX_WAKE_OP: "FUTEX_WAKE_OP", FUTEX_LOCK_PI: "FUTEX_LOCK_PI",
-    FUTEX_UNLOCK_PI: "FUTEX_UNLOCK_PI", FUTEX_TRYLOCK_PI: "FUTEX_TRYLOCK_PI",
-    FUTEX_WAIT_BITSET: "FUTEX_WAIT_BITSET", FUTEX_WAKE_BITSET: "FUTEX_WAKE_BITSET",
+    FUTEX_WAIT: "FUTEX_WAIT",
+    FUTEX_WAKE: "FUTEX_WAKE",
+    FUTEX_FD: "FUTEX_FD",
+    FUTEX_REQUEUE: "FUTEX_REQUEUE",
+    FUTEX_CMP_REQUEUE: "FUTEX_CMP_REQUEUE",
+    FUTEX_WAKE_OP: "FUTEX_WAKE_OP",
+    FUTEX_LOCK_PI: "FUTEX_LOCK_PI",
+    FUTEX_UNLOCK_PI: "FUTEX_UNLOCK_PI",
+    FUTEX_TRYLOCK_PI: "FUTEX_TRYLOCK_PI",
+    FUTEX_WAIT_BITSET: "FUTEX_WAIT_BITSET",
+    FUTEX_WAKE_BITSET: "FUTEX_WAKE_BITSET",
 }
 
 
@@ -78,14 +84,19 @@ def _wake_op(proc: Process, addr2: int, encoded: int) -> bool:
     proc.mem.write_u32(addr2, new)
     signed_old = old - (1 << 32) if old & 0x8000_0000 else old
     return {
-        0: signed_old == cmparg, 1: signed_old != cmparg, 2: signed_old < cmparg,
-        3: signed_old <= cmparg, 4: signed_old > cmparg, 5: signed_old >= cmparg,
+        0: signed_old == cmparg,
+        1: signed_old != cmparg,
+        2: signed_old < cmparg,
+        3: signed_old <= cmparg,
+        4: signed_old > cmparg,
+        5: signed_old >= cmparg,
     }.get(cmp, False)
 
 
 @syscall("futex", PTR, FutexOp(), ULONG, PTR, PTR, ULONG)
-def futex(proc: Process, addr: int, op: int, val: int, timeout: int, addr2: int,
-          val3: int) -> int | None:
+def futex(
+    proc: Process, addr: int, op: int, val: int, timeout: int, addr2: int, val3: int
+) -> int | None:
     cmd = op & FUTEX_CMD_MASK
     sched = proc.sched
     val &= 0xFFFF_FFFF
@@ -95,8 +106,9 @@ def futex(proc: Process, addr: int, op: int, val: int, timeout: int, addr2: int,
         bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAIT else val3 & 0xFFFF_FFFF
         if bitset == 0:
             return -errno.EINVAL
-        deadline = _deadline(proc, timeout, cmd == FUTEX_WAIT_BITSET,
-                             bool(op & FUTEX_CLOCK_REALTIME))
+        deadline = _deadline(
+            proc, timeout, cmd == FUTEX_WAIT_BITSET, bool(op & FUTEX_CLOCK_REALTIME)
+        )
         if proc.mem.read_u32(addr) != val:
             return -errno.EAGAIN
         if not sched.multi:
@@ -123,6 +135,3 @@ def futex(proc: Process, addr: int, op: int, val: int, timeout: int, addr2: int,
             woken += sched.futex_wake(addr2, timeout & 0x7FFF_FFFF)
         return woken
     return -errno.ENOSYS
-
-
-

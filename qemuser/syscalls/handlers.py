@@ -1,3 +1,16 @@
 """Imports every handler module so that their declarations fill the registry."""
 
-from qemuser.syscalls import fs, mm, proc, time, lifecycle, signal, futex, net, poll, events  # noqa: F401
+from qemuser.syscalls import (  # noqa: F401
+    events,
+    fs,
+    futex,
+    ioctl,
+    lifecycle,
+    mm,
+    net,
+    poll,
+    proc,
+    signal,
+    time,
+    timers,
+)

@@ -43,12 +43,22 @@ CLONE_UNTRACED = 0x800000
 CLONE_CHILD_SETTID = 0x1000000
 
 CLONE_NAMES = {
-    CLONE_VM: "CLONE_VM", CLONE_FS: "CLONE_FS", CLONE_FILES: "CLONE_FILES",
-    CLONE_SIGHAND: "CLONE_SIGHAND", CLONE_PIDFD: "CLONE_PIDFD", CLONE_PTRACE: "CLONE_PTRACE",
-    CLONE_VFORK: "CLONE_VFORK", CLONE_PARENT: "CLONE_PARENT", CLONE_THREAD: "CLONE_THREAD",
-    CLONE_NEWNS: "CLONE_NEWNS", CLONE_SYSVSEM: "CLONE_SYSVSEM", CLONE_SETTLS: "CLONE_SETTLS",
-    CLONE_PARENT_SETTID: "CLONE_PARENT_SETTID", CLONE_CHILD_CLEARTID: "CLONE_CHILD_CLEARTID",
-    CLONE_DETACHED: "CLONE_DETACHED", CLONE_UNTRACED: "CLONE_UNTRACED",
+    CLONE_VM: "CLONE_VM",
+    CLONE_FS: "CLONE_FS",
+    CLONE_FILES: "CLONE_FILES",
+    CLONE_SIGHAND: "CLONE_SIGHAND",
+    CLONE_PIDFD: "CLONE_PIDFD",
+    CLONE_PTRACE: "CLONE_PTRACE",
+    CLONE_VFORK: "CLONE_VFORK",
+    CLONE_PARENT: "CLONE_PARENT",
+    CLONE_THREAD: "CLONE_THREAD",
+    CLONE_NEWNS: "CLONE_NEWNS",
+    CLONE_SYSVSEM: "CLONE_SYSVSEM",
+    CLONE_SETTLS: "CLONE_SETTLS",
+    CLONE_PARENT_SETTID: "CLONE_PARENT_SETTID",
+    CLONE_CHILD_CLEARTID: "CLONE_CHILD_CLEARTID",
+    CLONE_DETACHED: "CLONE_DETACHED",
+    CLONE_UNTRACED: "CLONE_UNTRACED",
     CLONE_CHILD_SETTID: "CLONE_CHILD_SETTID",
 }
 
@@ -71,8 +81,9 @@ class CloneFlags(Flags):
 CLONE_FLAGS = CloneFlags(CLONE_NAMES)
 
 
-def fork_process(proc: Process, flags: int, child_stack: int, parent_tid: int, tls: int,
-                 child_tid: int) -> int:
+def fork_process(
+    proc: Process, flags: int, child_stack: int, parent_tid: int, tls: int, child_tid: int
+) -> int:
     """A new process, copy of this one; returns the child's pid (parent) or 0 (child)."""
     for stream in (proc.log,):
         stream.flush()
@@ -112,8 +123,9 @@ def _wait_for_exec_or_exit(proc: Process, pid: int) -> None:
 
 
 @syscall("clone", CLONE_FLAGS, PTR, PTR, PTR, PTR)
-def clone(proc: Process, flags: int, child_stack: int, parent_tid: int, tls: int,
-          child_tid: int) -> int:
+def clone(
+    proc: Process, flags: int, child_stack: int, parent_tid: int, tls: int, child_tid: int
+) -> int:
     # asm-generic order (no CONFIG_CLONE_BACKWARDS*): flags, newsp, parent_tidptr, tls,
     # child_tidptr.
     if flags & CLONE_THREAD or (flags & CLONE_VM and not flags & CLONE_VFORK):
@@ -180,8 +192,9 @@ def exec_program(proc: Process, path: bytes, argv: list[bytes], envp: list[bytes
     return foreign_exec(proc, host, path, argv, envp)
 
 
-def foreign_exec(proc: Process, host: bytes, guest_path: bytes, argv: list[bytes],
-                 envp: list[bytes]) -> int:
+def foreign_exec(
+    proc: Process, host: bytes, guest_path: bytes, argv: list[bytes], envp: list[bytes]
+) -> int:
     arch = arch_of_file(os.fsdecode(host))
     assert arch is not None
     from qemuser.cpu import CPUS
@@ -254,8 +267,9 @@ AT_EMPTY_PATH = 0x1000
 
 
 @syscall("execveat", DIRFD, PATH, PTR, PTR, INT)
-def execveat(proc: Process, dirfd: int, path: bytes | None, argv_ptr: int, envp_ptr: int,
-             flags: int) -> int:
+def execveat(
+    proc: Process, dirfd: int, path: bytes | None, argv_ptr: int, envp_ptr: int, flags: int
+) -> int:
     if path is None:
         return -errno.EFAULT
     if not path and flags & AT_EMPTY_PATH:
@@ -270,9 +284,18 @@ def execveat(proc: Process, dirfd: int, path: bytes | None, argv_ptr: int, envp_
 
 # ---- wait ------------------------------------------------------------------------------------
 
-WAIT_FLAGS = Flags({1: "WNOHANG", 2: "WUNTRACED", 4: "WEXITED", 8: "WCONTINUED",
-                    0x01000000: "WNOWAIT", 0x20000000: "__WNOTHREAD", 0x40000000: "__WALL",
-                    0x80000000: "__WCLONE"})
+WAIT_FLAGS = Flags(
+    {
+        1: "WNOHANG",
+        2: "WUNTRACED",
+        4: "WEXITED",
+        8: "WCONTINUED",
+        0x01000000: "WNOWAIT",
+        0x20000000: "__WNOTHREAD",
+        0x40000000: "__WALL",
+        0x80000000: "__WCLONE",
+    }
+)
 
 
 @syscall("wait4", INT, PTR, WAIT_FLAGS, PTR)
@@ -293,8 +316,9 @@ P_NAMES = {0: "P_ALL", 1: "P_PID", 2: "P_PGID", 3: "P_PIDFD"}
 
 
 @syscall("waitid", Enum(P_NAMES), INT, PTR, WAIT_FLAGS, PTR)
-def waitid(proc: Process, idtype: int, ident: int, info_ptr: int, options: int,
-           rusage_ptr: int) -> int:
+def waitid(
+    proc: Process, idtype: int, ident: int, info_ptr: int, options: int, rusage_ptr: int
+) -> int:
     result = os.waitid(idtype, ident, options & 0xFFFF_FFFF)
     if info_ptr:
         # siginfo_t (include/uapi/asm-generic/siginfo.h), 128 bytes: si_signo, si_errno,
@@ -303,8 +327,14 @@ def waitid(proc: Process, idtype: int, ident: int, info_ptr: int, options: int,
             proc.mem.write(info_ptr, bytes(128))
         else:
             head = struct.pack(
-                "<iiiiIIi", result.si_signo, 0, result.si_code, 0, result.si_pid,
-                result.si_uid, result.si_status,
+                "<iiiiIIi",
+                result.si_signo,
+                0,
+                result.si_code,
+                0,
+                result.si_pid,
+                result.si_uid,
+                result.si_status,
             )
             proc.mem.write(info_ptr, head + bytes(128 - len(head)))
     return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
-from unicorn.unicorn_const import UC_MEM_FETCH, UC_MEM_WRITE
+from unicorn.unicorn_const import UC_MEM_FETCH
 
 from qemuser.cpu import CPUS, CpuModel, CpuSpec
 from qemuser.loader.elf import (
@@ -55,8 +55,14 @@ from qemuser.syscalls.abi.fcntl import OpenFlagCodec
 from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, hwcaps
 from qemuser.syscalls.numbers import numbers_for
-from qemuser.syscalls.registry import MASK64, REGISTRY, SyscallDef, format_call
-from qemuser.syscalls.threads import OFFLOADED, SLICE_INSTRUCTIONS, Scheduler
+from qemuser.syscalls.registry import (
+    MASK64,
+    REGISTRY,
+    SyscallDef,
+    format_call,
+    format_taken_signal,
+    format_unknown_call,
+)
 from qemuser.syscalls.sigstate import (
     DEFAULT_CORE,
     DEFAULT_IGNORE,
@@ -80,21 +86,60 @@ from qemuser.syscalls.sigstate import (
     bit,
     pack_fault_info,
 )
+from qemuser.syscalls.threads import OFFLOADED, SLICE_INSTRUCTIONS, Scheduler
 
 # System calls that may block: a guest-handled host signal interrupts them (EINTR, or a
 # restart under SA_RESTART), as the kernel does.
-INTERRUPTIBLE = frozenset({
-    "read", "readv", "write", "writev", "pread64", "pwrite64", "wait4", "waitid",
-    "nanosleep", "clock_nanosleep", "ppoll", "pselect6", "epoll_pwait", "epoll_pwait2",
-    "accept", "accept4", "connect", "recvfrom", "recvmsg", "sendto", "sendmsg", "futex",
-    "rt_sigsuspend", "rt_sigtimedwait", "openat", "flock", "fcntl", "msgrcv", "semop",
-    "io_getevents", "mq_timedreceive", "mq_timedsend",
-})
+INTERRUPTIBLE = frozenset(
+    {
+        "read",
+        "readv",
+        "write",
+        "writev",
+        "pread64",
+        "pwrite64",
+        "wait4",
+        "waitid",
+        "nanosleep",
+        "clock_nanosleep",
+        "ppoll",
+        "pselect6",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "accept",
+        "accept4",
+        "connect",
+        "recvfrom",
+        "recvmsg",
+        "sendto",
+        "sendmsg",
+        "futex",
+        "rt_sigsuspend",
+        "rt_sigtimedwait",
+        "openat",
+        "flock",
+        "fcntl",
+        "msgrcv",
+        "semop",
+        "io_getevents",
+        "mq_timedreceive",
+        "mq_timedsend",
+    }
+)
 # Never restarted, whatever SA_RESTART says (man 7 signal).
-NEVER_RESTARTED = frozenset({
-    "nanosleep", "clock_nanosleep", "ppoll", "pselect6", "epoll_pwait", "epoll_pwait2",
-    "rt_sigsuspend", "rt_sigtimedwait", "io_getevents",
-})
+NEVER_RESTARTED = frozenset(
+    {
+        "nanosleep",
+        "clock_nanosleep",
+        "ppoll",
+        "pselect6",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "rt_sigsuspend",
+        "rt_sigtimedwait",
+        "io_getevents",
+    }
+)
 
 AT_FLAGS_PRESERVE_ARGV0 = 1
 
@@ -113,8 +158,13 @@ def add_raw_interrupt_hook(uc: Uc, callback) -> object:
     function = _INTERRUPT_CALLBACK(lambda _handle, intno, _data: callback(intno))
     handle = ctypes.c_size_t()
     status = uclib.uc_hook_add(
-        uc._uch, ctypes.byref(handle), UC_HOOK_INTR, function, ctypes.c_void_p(0),
-        ctypes.c_uint64(1), ctypes.c_uint64(0),
+        uc._uch,
+        ctypes.byref(handle),
+        UC_HOOK_INTR,
+        function,
+        ctypes.c_void_p(0),
+        ctypes.c_uint64(1),
+        ctypes.c_uint64(0),
     )
     if status:
         raise UcError(status)
@@ -194,8 +244,16 @@ class FatalSignal:
 # Signals whose default action dumps core (man 7 signal).
 CORE_SIGNALS = frozenset(
     {
-        signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS,
-        signal.SIGFPE, signal.SIGSEGV, signal.SIGXCPU, signal.SIGXFSZ, signal.SIGSYS,
+        signal.SIGQUIT,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGABRT,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGSEGV,
+        signal.SIGXCPU,
+        signal.SIGXFSZ,
+        signal.SIGSYS,
     }
 )
 
@@ -225,8 +283,7 @@ class Process:
             self.model = self.spec.model(self.config.cpu_model)
         except KeyError:
             raise LoadError(
-                f"unknown CPU model '{self.config.cpu_model}' for {self.spec.name} "
-                f"(try -cpu help)"
+                f"unknown CPU model '{self.config.cpu_model}' for {self.spec.name} (try -cpu help)"
             ) from None
         self.linux = LINUX_ARCHES[self.spec.name]
         self.uc = self.spec.new_engine(self.model)
@@ -236,9 +293,7 @@ class Process:
         self.names_by_number = {nr: name for name, nr in numbers.items()}
         self.pid = os.getpid()
         self._sys = self.spec.syscall
-        self._regs = SyscallRegisters(
-            self.uc, self._sys.number, self._sys.args, self._sys.ret
-        )
+        self._regs = SyscallRegisters(self.uc, self._sys.number, self._sys.args, self._sys.ret)
         self._hook_error: BaseException | None = None
         self._interrupt_hook = add_raw_interrupt_hook(self.uc, self._on_interrupt_raw)
         self.pending_fatal: FatalSignal | None = None
@@ -247,6 +302,8 @@ class Process:
         self.signals = SignalState()
         self.signals.router = self._route_to_signalfd
         self.signalfds: dict[int, SignalFd] = {}
+        self.posix_timers: dict = {}  # timer id -> timers.GuestTimer
+        self.kernel_timer_signals: set[int] = set()  # raised by armed setitimer timers
         self.signal_bridge: HostSignalBridge | None = None
         self.sigreturn_trampoline = 0
         self.restore_mask_after_handler: int | None = None  # rt_sigsuspend's saved mask
@@ -366,10 +423,14 @@ class Process:
                     pass
         if native:
             signal.set_wakeup_fd(-1)
-            signal.pthread_sigmask(signal.SIG_SETMASK, {
-                s for s in range(1, 65) if self.signals.mask & bit(s)
-                and s in signal.valid_signals()
-            })
+            signal.pthread_sigmask(
+                signal.SIG_SETMASK,
+                {
+                    s
+                    for s in range(1, 65)
+                    if self.signals.mask & bit(s) and s in signal.valid_signals()
+                },
+            )
 
     def inherit_from(self, previous: Process) -> None:
         """The part of a process that survives its execve of a foreign program."""
@@ -381,8 +442,9 @@ class Process:
         if previous.signal_bridge is not None:
             previous.signal_bridge.close()
 
-    def spawn_thread(self, flags: int, child_stack: int, parent_tid: int, tls: int,
-                     child_tid: int) -> int:
+    def spawn_thread(
+        self, flags: int, child_stack: int, parent_tid: int, tls: int, child_tid: int
+    ) -> int:
         """clone() of a thread: a copy of the caller's registers on its own stack and TLS,
         returning 0 in the new thread."""
         uc = self.uc
@@ -454,8 +516,11 @@ class Process:
     def _setup_stack(self, info: ElfInfo) -> None:
         cfg = self.config
         top = self.linux.stack_top
-        size = self.mem.page_align(cfg.stack_size)
+        # qemu-user's floor: never less than 32 pages
+        size = max(self.mem.page_align(cfg.stack_size), 32 * self.spec.page_size)
         self.stack_low = top - size
+        if self.stack_low < self.mem.mmap_bottom:
+            raise LoadError(f"stack size {cfg.stack_size} does not fit the guest address space")
         prot = 7 if info.exec_stack else 3
         self.mem.map(self.stack_low, size, prot, "[stack]")
         hwcap, hwcap2 = hwcaps(self.spec, self.uc)
@@ -544,8 +609,9 @@ class Process:
             # no handler anywhere yet: the host keeps default/ignore itself
             try:
                 if signo not in (9, 19, 11, 7, 4, 8):
-                    signal.signal(signo, signal.SIG_IGN if action.handler == SIG_IGN
-                                  else signal.SIG_DFL)
+                    signal.signal(
+                        signo, signal.SIG_IGN if action.handler == SIG_IGN else signal.SIG_DFL
+                    )
             except (OSError, ValueError):
                 pass
 
@@ -586,10 +652,9 @@ class Process:
         code = fatal.code
         info = pack_fault_info(fatal.signo, code, fatal.address)
         action = self.signals.action(fatal.signo)
-        if (
-            self.signals.mask & bit(fatal.signo)
-            or action.handler in (SIG_DFL, SIG_IGN)
-        ):
+        if self.signals.mask & bit(fatal.signo) or action.handler in (SIG_DFL, SIG_IGN):
+            if self.config.strace:
+                self.log_line(format_taken_signal(info))
             self.die(fatal)
             return
         self.push_signal_frame(PendingSignal(fatal.signo, info, fatal.address), action)
@@ -603,6 +668,8 @@ class Process:
             if action.handler == SIG_IGN:
                 continue
             if action.handler == SIG_DFL:
+                if self.config.strace and pending.signo not in DEFAULT_IGNORE:
+                    self.log_line(format_taken_signal(pending.siginfo))
                 self.default_action(pending.signo)
                 continue
             self.push_signal_frame(pending, action)
@@ -623,6 +690,8 @@ class Process:
     def push_signal_frame(self, pending: PendingSignal, action: SigAction) -> None:
         from qemuser.syscalls.abi.sigframe import FRAMES, pack_stack_t
 
+        if self.config.strace:
+            self.log_line(format_taken_signal(pending.siginfo))
         frames = FRAMES[self.spec.name]
         sp = self.uc.reg_read(self.spec.sp)
         ss_sp, ss_flags, ss_size = self.signals.alt_stack
@@ -643,8 +712,16 @@ class Process:
             return_address = self.ensure_sigreturn_trampoline()
         try:
             frames.push(
-                self.uc, self.mem, sp, action.handler, return_address, pending.signo,
-                pending.siginfo, saved_mask, saved_stack, pending.fault_address,
+                self.uc,
+                self.mem,
+                sp,
+                action.handler,
+                return_address,
+                pending.signo,
+                pending.siginfo,
+                saved_mask,
+                saved_stack,
+                pending.fault_address,
             )
         except GuestFault:
             # no room for the frame: Linux kills the process with SIGSEGV
@@ -689,7 +766,19 @@ class Process:
             if fault.access != UC_MEM_FETCH:
                 address = self._exact_fault_address(fault.address) or address
             return FatalSignal(signal.SIGSEGV, code, address)
-        return FatalSignal(signal.SIGILL, 1, self.uc.reg_read(self.spec.pc))
+        pc = self.uc.reg_read(self.spec.pc)
+        if self.spec.name == "riscv64" and self._is_ebreak(pc):
+            # unicorn reports riscv's ebreak as an invalid instruction, pc at it
+            return FatalSignal(signal.SIGTRAP, 1, pc)
+        return FatalSignal(signal.SIGILL, 1, pc)
+
+    def _is_ebreak(self, pc: int) -> bool:
+        try:
+            if int.from_bytes(self.mem.read(pc, 2), "little") == 0x9002:  # c.ebreak
+                return True
+            return self.mem.read_u32(pc) == 0x0010_0073
+        except GuestFault:
+            return False
 
     def _exact_fault_address(self, page_address: int) -> int | None:
         """The byte address a faulting load/store touched (si_addr).
@@ -703,13 +792,20 @@ class Process:
         context = self.uc.context_save()
         seen: list[int] = []
 
-        def on_access(uc: Uc, _access: int, address: int, _size: int, _value: int, _d: object) -> None:
+        def on_access(
+            uc: Uc, _access: int, address: int, _size: int, _value: int, _d: object
+        ) -> None:
             if not seen:
                 seen.append(address)
 
         scratch = self.mem.lend_page(page)
-        hook = self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, on_access, None, page,
-                                page + self.spec.page_size - 1)
+        hook = self.uc.hook_add(
+            UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE,
+            on_access,
+            None,
+            page,
+            page + self.spec.page_size - 1,
+        )
         try:
             self.uc.emu_start(pc, STOP_ADDRESS, count=1)
         except UcError:
@@ -750,16 +846,21 @@ class Process:
             self.uc.emu_stop()
 
     def _trap_signal(self, intno: int) -> FatalSignal:
+        """The signal for a trap unicorn reported by number; the pc is left at the trapping
+        instruction, where Linux's signal frame has it."""
         pc = self.uc.reg_read(self.spec.pc)
         if self.spec.name == "aarch64":
-            if intno == 7:  # BRK
+            if intno == 7:  # BRK: SIGTRAP, TRAP_BRKPT
                 return FatalSignal(signal.SIGTRAP, 1, pc)
             return FatalSignal(signal.SIGILL, 1, pc)  # ILL_ILLOPC
-        if intno == 3:  # ebreak
-            return FatalSignal(signal.SIGTRAP, 1, pc - 4)
-        if intno in (0, 1):  # instruction misaligned / access fault
-            return FatalSignal(signal.SIGSEGV, 1, pc - 4)
-        return FatalSignal(signal.SIGILL, 1, pc - 4)
+        # riscv64: unicorn has already stepped 4 past the trapping instruction
+        pc -= 4
+        self.uc.reg_write(self.spec.pc, pc)
+        if intno == 3:  # ebreak: SIGTRAP, TRAP_BRKPT
+            return FatalSignal(signal.SIGTRAP, 1, pc)
+        if intno in (0, 1):  # instruction address misaligned / access fault
+            return FatalSignal(signal.SIGSEGV, 1, pc)
+        return FatalSignal(signal.SIGILL, 1, pc)
 
     # ---- system calls ----------------------------------------------------------------------
 
@@ -819,8 +920,7 @@ class Process:
             name = self.names_by_number.get(nr, "unknown")
             self.log_line(f"qemuser: unsupported syscall {nr} ({name})")
         if self.config.strace:
-            args = ",".join(f"{v:#x}" for v in raw)
-            self.log_line(f"{self.pid} syscall_{nr}({args}) = -1 errno=38 (ENOSYS)")
+            self.log_line(format_unknown_call(self.pid, nr, self.names_by_number.get(nr), raw))
 
     def log_line(self, text: str) -> None:
         self.log.write(text + "\n")

@@ -32,8 +32,10 @@ def maps(proc: Process) -> bytes:
     lines = []
     for m in proc.mem.mappings():
         perms = (
-            ("r" if m.prot & 1 else "-") + ("w" if m.prot & 2 else "-")
-            + ("x" if m.prot & 4 else "-") + ("s" if m.shared else "p")
+            ("r" if m.prot & 1 else "-")
+            + ("w" if m.prot & 2 else "-")
+            + ("x" if m.prot & 4 else "-")
+            + ("s" if m.shared else "p")
         )
         dev = f"{os.major(m.device):02x}:{os.minor(m.device):02x}"
         head = f"{m.start:08x}-{m.end:08x} {perms} {m.offset:08x} {dev} {m.inode}"
@@ -49,8 +51,10 @@ def smaps(proc: Process) -> bytes:
         out.append(f"Size:           {kb:>8} kB")
         out.append(f"Rss:            {kb:>8} kB")
         out.append("Swap:                  0 kB")
-        out.append(f"VmFlags: {'rd ' if m.prot & 1 else ''}{'wr ' if m.prot & 2 else ''}"
-                   f"{'ex ' if m.prot & 4 else ''}".rstrip())
+        out.append(
+            f"VmFlags: {'rd ' if m.prot & 1 else ''}{'wr ' if m.prot & 2 else ''}"
+            f"{'ex ' if m.prot & 4 else ''}".rstrip()
+        )
     return ("\n".join(out) + "\n").encode()
 
 

@@ -13,7 +13,17 @@ import struct
 import time
 
 from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import INT, PTR, ULONG, ArgKind, Enum, Ret, StructIn, syscall
+from qemuser.syscalls.registry import (
+    INT,
+    PTR,
+    ULONG,
+    ArgKind,
+    Enum,
+    Ret,
+    StructIn,
+    signal_name,
+    syscall,
+)
 from qemuser.syscalls.sigstate import (
     NSIG,
     SI_TKILL,
@@ -34,15 +44,6 @@ from qemuser.syscalls.sigstate import (
 
 SIGSET_SIZE = 8  # the kernel's sigset_t on 64-bit: 64 signals
 MINSIGSTKSZ = {"aarch64": 5120, "riscv64": 2048}
-
-
-def signal_name(signo: int) -> str:
-    try:
-        return host_signal.Signals(signo).name
-    except ValueError:
-        if 34 <= signo <= 64:
-            return f"SIGRT_{signo - 32}"
-        return str(signo)
 
 
 class SignalNumber(ArgKind):
@@ -136,7 +137,9 @@ def rt_sigreturn(proc: Process) -> int | None:
     return None  # the registers are the restored context, x0/a0 included
 
 
-def _wait_for_signal(proc: Process, deadline: float | None, wanted: int | None) -> PendingSignal | None:
+def _wait_for_signal(
+    proc: Process, deadline: float | None, wanted: int | None
+) -> PendingSignal | None:
     """Sleep until a signal the process can take is pending (or the deadline passes)."""
     from qemuser.syscalls.sigstate import SignalInterrupt
 
@@ -175,8 +178,9 @@ def rt_sigsuspend(proc: Process, mask_ptr: int, sigsetsize: int) -> int:
 
 
 @syscall("rt_sigtimedwait", SIGSET, PTR, PTR, ULONG)
-def rt_sigtimedwait(proc: Process, set_ptr: int, info_ptr: int, timeout_ptr: int,
-                    sigsetsize: int) -> int:
+def rt_sigtimedwait(
+    proc: Process, set_ptr: int, info_ptr: int, timeout_ptr: int, sigsetsize: int
+) -> int:
     if sigsetsize != SIGSET_SIZE:
         return -errno.EINVAL
     wanted = struct.unpack("<Q", proc.mem.read(set_ptr, 8))[0] & ~UNBLOCKABLE
@@ -315,6 +319,11 @@ def setitimer(proc: Process, which: int, new_ptr: int, old_ptr: int) -> int:
         old_value, old_interval = host_signal.setitimer(
             ITIMERS[which], v_sec + v_usec / 1e6, i_sec + i_usec / 1e6
         )
+        timer_signal = (host_signal.SIGALRM, host_signal.SIGVTALRM, host_signal.SIGPROF)[which]
+        if v_sec or v_usec:
+            proc.kernel_timer_signals.add(timer_signal)
+        else:
+            proc.kernel_timer_signals.discard(timer_signal)
     else:
         old_value, old_interval = host_signal.getitimer(ITIMERS[which])
     if old_ptr:

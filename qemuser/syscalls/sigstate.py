@@ -15,8 +15,8 @@ import os
 import signal
 import struct
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,16 +51,32 @@ SI_KERNEL = 0x80
 # man 7 signal: the default actions.
 DEFAULT_IGNORE = frozenset({signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT})
 DEFAULT_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-DEFAULT_CORE = frozenset({
-    signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS,
-    signal.SIGFPE, signal.SIGSEGV, signal.SIGXCPU, signal.SIGXFSZ, signal.SIGSYS,
-})
+DEFAULT_CORE = frozenset(
+    {
+        signal.SIGQUIT,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGABRT,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGSEGV,
+        signal.SIGXCPU,
+        signal.SIGXFSZ,
+        signal.SIGSYS,
+    }
+)
 # Signals the emulator itself must keep: faults of the host process are bugs of ours, and
 # SIGKILL/SIGSTOP cannot be caught.
-HOST_RESERVED = frozenset({
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGKILL,
-    signal.SIGSTOP,
-})
+HOST_RESERVED = frozenset(
+    {
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGILL,
+        signal.SIGFPE,
+        signal.SIGKILL,
+        signal.SIGSTOP,
+    }
+)
 
 
 def bit(signo: int) -> int:
@@ -109,8 +125,9 @@ class SignalState:
 
     def deliverable(self) -> bool:
         with self.lock:
-            return any(not self.mask & bit(p.signo) or p.signo in (SIGKILL, SIGSTOP)
-                       for p in self.pending)
+            return any(
+                not self.mask & bit(p.signo) or p.signo in (SIGKILL, SIGSTOP) for p in self.pending
+            )
 
     def take(self) -> PendingSignal | None:
         """The first pending signal that is not blocked (lowest number first, as Linux)."""
@@ -148,6 +165,8 @@ class HostSignalBridge:
         proc.host_fd_reserved.update({self.read_fd, self.write_fd})
         self.previous_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
         self.in_blocking_call = False
+        self._overrides: dict[int, bytes] = {}  # siginfo for signals we raise ourselves
+        self._overrides_lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="qemuser-signals", daemon=True)
         self._watcher.start()
 
@@ -189,10 +208,21 @@ class HostSignalBridge:
         except (OSError, ValueError):
             pass
 
+    def send_to_self(self, signo: int, siginfo: bytes) -> None:
+        """Raise `signo` in this process as a host signal whose guest siginfo is `siginfo`."""
+        with self._overrides_lock:
+            self._overrides[signo] = siginfo
+        signal.pthread_kill(threading.main_thread().ident or 0, signo)
+
     def _on_host_signal(self, signo: int, _frame: object) -> None:
-        self.proc.signals.queue(
-            PendingSignal(signo, pack_kill_info(signo, SI_USER, 0, 0))
-        )
+        with self._overrides_lock:
+            info = self._overrides.pop(signo, None)
+        if info is None:
+            # Python does not tell who sent it; the kernel's own interval timers send as
+            # SI_KERNEL, anything else we take for a kill() from another process
+            code = SI_KERNEL if signo in self.proc.kernel_timer_signals else SI_USER
+            info = pack_kill_info(signo, code, 0, 0)
+        self.proc.signals.queue(PendingSignal(signo, info))
         if self.in_blocking_call and not self.proc.signals.mask & bit(signo):
             raise SignalInterrupt(signo)
 
@@ -228,7 +258,22 @@ def signalfd_record(pending: PendingSignal) -> bytes:
     signo, errno_value, code = struct.unpack_from("<iii", pending.siginfo, 0)
     pid, uid, status = struct.unpack_from("<iIi", pending.siginfo, 16)
     record = SIGNALFD_SIGINFO.pack(
-        signo, errno_value, code, pid & 0xFFFF_FFFF, uid, 0, 0, 0, 0, 0, status, 0, 0, 0, 0,
-        pending.fault_address, 0,
+        signo,
+        errno_value,
+        code,
+        pid & 0xFFFF_FFFF,
+        uid,
+        0,
+        0,
+        0,
+        0,
+        0,
+        status,
+        0,
+        0,
+        0,
+        0,
+        pending.fault_address,
+        0,
     )
     return record + bytes(128 - len(record))

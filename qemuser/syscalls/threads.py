@@ -3,8 +3,9 @@
 Guest threads share one unicorn engine and take turns on it (shared/UNICORN-NOTES.md: guest code
 must not run in parallel, or the guest's atomics would not be atomic): the engine's registers are
 saved and restored with unicorn contexts at each switch. Switches happen when a thread blocks,
-exits, or when its slice of instructions ends while another thread is ready. A thread whose system call may block hands it to its own host thread (whose native
-id is the guest tid), so a read on a pipe or an accept never stops the other guest threads.
+exits, or when its slice of instructions ends while another thread is ready. A thread whose
+system call may block hands it to its own host thread (whose native id is the guest tid), so
+a read on a pipe or an accept never stops the other guest threads.
 Futex waits are queued here, checked and queued between guest instructions, so that a wake
 cannot slip between the value check and the sleep.
 
@@ -17,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,13 +30,45 @@ if TYPE_CHECKING:
 SLICE_INSTRUCTIONS = 200_000
 
 # Calls that may sleep in the host: run on the calling guest thread's own host thread.
-OFFLOADED = frozenset({
-    "read", "readv", "write", "writev", "pread64", "pwrite64", "preadv", "pwritev",
-    "wait4", "waitid", "nanosleep", "clock_nanosleep", "ppoll", "pselect6", "epoll_pwait",
-    "epoll_pwait2", "accept", "accept4", "connect", "recvfrom", "recvmsg", "sendto", "sendmsg",
-    "flock", "openat", "fsync", "fdatasync", "sendfile", "copy_file_range", "splice",
-    "msgrcv", "semop", "semtimedop", "rt_sigtimedwait", "getrandom",
-})
+OFFLOADED = frozenset(
+    {
+        "read",
+        "readv",
+        "write",
+        "writev",
+        "pread64",
+        "pwrite64",
+        "preadv",
+        "pwritev",
+        "wait4",
+        "waitid",
+        "nanosleep",
+        "clock_nanosleep",
+        "ppoll",
+        "pselect6",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "accept",
+        "accept4",
+        "connect",
+        "recvfrom",
+        "recvmsg",
+        "sendto",
+        "sendmsg",
+        "flock",
+        "openat",
+        "fsync",
+        "fdatasync",
+        "sendfile",
+        "copy_file_range",
+        "splice",
+        "msgrcv",
+        "semop",
+        "semtimedop",
+        "rt_sigtimedwait",
+        "getrandom",
+    }
+)
 
 
 @dataclass
@@ -64,8 +97,9 @@ class Worker:
         self.jobs: queue.Queue[tuple[int, tuple[int, ...]] | None] = queue.Queue()
         self.native_id = 0
         started = threading.Event()
-        self.host = threading.Thread(target=self._loop, args=(started,), daemon=True,
-                                     name="qemuser-guest-thread")
+        self.host = threading.Thread(
+            target=self._loop, args=(started,), daemon=True, name="qemuser-guest-thread"
+        )
         self.host.start()
         started.wait()
 

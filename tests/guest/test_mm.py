@@ -11,6 +11,7 @@ LINUX_OUTPUT = (
     "anon 5000: aligned yes, zero yes, pages rw rw\n"
     "next mapping below the previous (top-down): yes\n"
     "hint free: taken, unaligned hint: rounded down, hint busy: ignored\n"
+    "write-only page: rw, reads back w\n"
     "length 0: EINVAL\n"
     "no map type: EINVAL\n"
     "huge length: ENOMEM\n"

@@ -129,3 +129,11 @@ def test_guest_code_runs_only_from_executable_pages(mem: AddressSpace) -> None:
         mem.uc.emu_start(0x2000_1000, 0x2000_1004)
     assert mem.last_fault is not None
     assert mem.last_fault.address == 0x2000_1000 and mem.last_fault.mapped
+
+
+def test_write_only_pages_read_as_well(mem: AddressSpace) -> None:
+    """arm64 and riscv have no write-only pages: PROT_WRITE reads too, as on Linux."""
+    mem.map(0x2000_0000, PAGE, PROT_WRITE)
+    mem.write(0x2000_0000, b"wo")
+    assert mem.read(0x2000_0000, 2) == b"wo"
+    assert mem.mappings()[0].prot == PROT_WRITE  # /proc/self/maps still says -w-p

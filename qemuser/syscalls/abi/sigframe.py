@@ -95,11 +95,28 @@ class Aarch64Frames:
     size = A64_RT_SIGFRAME_SIZE
 
     @staticmethod
-    def push(uc: Uc, mem: GuestMemory, sp: int, handler: int, return_address: int, signo: int,
-             siginfo: bytes, mask: int, stack: bytes, fault_address: int = 0) -> FrameSetup:
-        regs = uc.reg_read_batch(_A64_X + (a.UC_ARM64_REG_SP, a.UC_ARM64_REG_PC,
-                                           a.UC_ARM64_REG_NZCV, a.UC_ARM64_REG_FPSR,
-                                           a.UC_ARM64_REG_FPCR))
+    def push(
+        uc: Uc,
+        mem: GuestMemory,
+        sp: int,
+        handler: int,
+        return_address: int,
+        signo: int,
+        siginfo: bytes,
+        mask: int,
+        stack: bytes,
+        fault_address: int = 0,
+    ) -> FrameSetup:
+        regs = uc.reg_read_batch(
+            _A64_X
+            + (
+                a.UC_ARM64_REG_SP,
+                a.UC_ARM64_REG_PC,
+                a.UC_ARM64_REG_NZCV,
+                a.UC_ARM64_REG_FPSR,
+                a.UC_ARM64_REG_FPCR,
+            )
+        )
         xs = regs[:31]
         old_sp, pc, nzcv, fpsr, fpcr = regs[31:]
         vregs = [uc.reg_read(v) for v in _A64_V]
@@ -118,11 +135,17 @@ class Aarch64Frames:
         mem.write_init(record, struct.pack("<QQ", xs[29], xs[30]))
         info = frame
         ucontext = frame + SIGINFO_SIZE
-        uc.reg_write_batch([
-            (a.UC_ARM64_REG_X0, signo), (a.UC_ARM64_REG_X1, info), (a.UC_ARM64_REG_X2, ucontext),
-            (a.UC_ARM64_REG_X29, record), (a.UC_ARM64_REG_X30, return_address),
-            (a.UC_ARM64_REG_SP, frame), (a.UC_ARM64_REG_PC, handler),
-        ])
+        uc.reg_write_batch(
+            [
+                (a.UC_ARM64_REG_X0, signo),
+                (a.UC_ARM64_REG_X1, info),
+                (a.UC_ARM64_REG_X2, ucontext),
+                (a.UC_ARM64_REG_X29, record),
+                (a.UC_ARM64_REG_X30, return_address),
+                (a.UC_ARM64_REG_SP, frame),
+                (a.UC_ARM64_REG_PC, handler),
+            ]
+        )
         return FrameSetup(frame, info, ucontext)
 
     @staticmethod
@@ -136,7 +159,8 @@ class Aarch64Frames:
         xs = struct.unpack_from("<31Q", data, mc + A64_SC_REGS)
         new_sp, pc, pstate = struct.unpack_from("<QQQ", data, mc + A64_SC_SP)
         values = list(zip(_A64_X, xs)) + [
-            (a.UC_ARM64_REG_SP, new_sp), (a.UC_ARM64_REG_PC, pc),
+            (a.UC_ARM64_REG_SP, new_sp),
+            (a.UC_ARM64_REG_PC, pc),
             (a.UC_ARM64_REG_NZCV, pstate & 0xF000_0000),
         ]
         # walk the records in __reserved for the FP/SIMD state
@@ -161,8 +185,18 @@ class Riscv64Frames:
     size = RV_RT_SIGFRAME_SIZE
 
     @staticmethod
-    def push(uc: Uc, mem: GuestMemory, sp: int, handler: int, return_address: int, signo: int,
-             siginfo: bytes, mask: int, stack: bytes, fault_address: int = 0) -> FrameSetup:
+    def push(
+        uc: Uc,
+        mem: GuestMemory,
+        sp: int,
+        handler: int,
+        return_address: int,
+        signo: int,
+        siginfo: bytes,
+        mask: int,
+        stack: bytes,
+        fault_address: int = 0,
+    ) -> FrameSetup:
         values = uc.reg_read_batch(_RV_X[1:] + (r.UC_RISCV_REG_PC, r.UC_RISCV_REG_FCSR))
         xs = values[:31]
         pc, fcsr = values[31:]
@@ -176,11 +210,16 @@ class Riscv64Frames:
         mem.write_init(frame, siginfo + _ucontext_head(mask, stack) + sigcontext)
         info = frame
         ucontext = frame + SIGINFO_SIZE
-        uc.reg_write_batch([
-            (r.UC_RISCV_REG_A0, signo), (r.UC_RISCV_REG_A1, info), (r.UC_RISCV_REG_A2, ucontext),
-            (r.UC_RISCV_REG_RA, return_address), (r.UC_RISCV_REG_SP, frame),
-            (r.UC_RISCV_REG_PC, handler),
-        ])
+        uc.reg_write_batch(
+            [
+                (r.UC_RISCV_REG_A0, signo),
+                (r.UC_RISCV_REG_A1, info),
+                (r.UC_RISCV_REG_A2, ucontext),
+                (r.UC_RISCV_REG_RA, return_address),
+                (r.UC_RISCV_REG_SP, frame),
+                (r.UC_RISCV_REG_PC, handler),
+            ]
+        )
         return FrameSetup(frame, info, ucontext)
 
     @staticmethod

@@ -1,7 +1,12 @@
-"""struct stat and struct statx for the guest.
+"""struct stat, struct statx and struct statfs for the guest.
 
 stat: include/uapi/asm-generic/stat.h (the 64-bit layout, 128 bytes), used by aarch64 and riscv64.
-statx: include/uapi/linux/stat.h (256 bytes).
+statx: include/uapi/linux/stat.h (256 bytes, the same on every architecture; fields as of the
+Linux 6.1 headers Debian's linux-libc-dev ships).
+statfs: include/uapi/asm-generic/statfs.h (64-bit: every __statfs_word is 8 bytes, 120 bytes).
+
+The host's facts come from its statx() system call, decoded with the same STATX layout (it is
+architecture-independent), so one host call serves fstat, newfstatat and statx.
 """
 
 from __future__ import annotations
@@ -13,64 +18,127 @@ from qemuser.syscalls.abi.layout import Layout
 STAT = Layout(
     "stat",
     [
-        ("st_dev", "Q"), ("st_ino", "Q"), ("st_mode", "I"), ("st_nlink", "I"),
-        ("st_uid", "I"), ("st_gid", "I"), ("st_rdev", "Q"), ("__pad1", "Q"),
-        ("st_size", "q"), ("st_blksize", "i"), ("__pad2", "i"), ("st_blocks", "q"),
-        ("st_atime", "q"), ("st_atime_nsec", "Q"), ("st_mtime", "q"), ("st_mtime_nsec", "Q"),
-        ("st_ctime", "q"), ("st_ctime_nsec", "Q"), ("__unused4", "I"), ("__unused5", "I"),
+        ("st_dev", "Q"),
+        ("st_ino", "Q"),
+        ("st_mode", "I"),
+        ("st_nlink", "I"),
+        ("st_uid", "I"),
+        ("st_gid", "I"),
+        ("st_rdev", "Q"),
+        ("__pad1", "Q"),
+        ("st_size", "q"),
+        ("st_blksize", "i"),
+        ("__pad2", "i"),
+        ("st_blocks", "q"),
+        ("st_atime", "q"),
+        ("st_atime_nsec", "Q"),
+        ("st_mtime", "q"),
+        ("st_mtime_nsec", "Q"),
+        ("st_ctime", "q"),
+        ("st_ctime_nsec", "Q"),
+        ("__unused4", "I"),
+        ("__unused5", "I"),
     ],
     size=128,
 )
 
-STATX_TIMESTAMP = Layout("statx_timestamp", [("tv_sec", "q"), ("tv_nsec", "I")], size=16)
+
+def _timestamp_fields(name: str) -> list[tuple[str, str]]:
+    # struct statx_timestamp { __s64 tv_sec; __u32 tv_nsec; __s32 __reserved; }
+    return [(f"{name}_sec", "q"), (f"{name}_nsec", "I"), (f"__{name}_reserved", "i")]
+
 
 STATX = Layout(
     "statx",
     [
-        ("stx_mask", "I"), ("stx_blksize", "I"), ("stx_attributes", "Q"),
-        ("stx_nlink", "I"), ("stx_uid", "I"), ("stx_gid", "I"), ("stx_mode", "H"),
-        ("stx_ino", "Q"), ("stx_size", "Q"), ("stx_blocks", "Q"), ("stx_attributes_mask", "Q"),
-        ("stx_atime", "16s"), ("stx_btime", "16s"), ("stx_ctime", "16s"), ("stx_mtime", "16s"),
-        ("stx_rdev_major", "I"), ("stx_rdev_minor", "I"),
-        ("stx_dev_major", "I"), ("stx_dev_minor", "I"),
+        ("stx_mask", "I"),
+        ("stx_blksize", "I"),
+        ("stx_attributes", "Q"),
+        ("stx_nlink", "I"),
+        ("stx_uid", "I"),
+        ("stx_gid", "I"),
+        ("stx_mode", "H"),
+        ("__spare0", "H"),
+        ("stx_ino", "Q"),
+        ("stx_size", "Q"),
+        ("stx_blocks", "Q"),
+        ("stx_attributes_mask", "Q"),
+        *_timestamp_fields("stx_atime"),
+        *_timestamp_fields("stx_btime"),
+        *_timestamp_fields("stx_ctime"),
+        *_timestamp_fields("stx_mtime"),
+        ("stx_rdev_major", "I"),
+        ("stx_rdev_minor", "I"),
+        ("stx_dev_major", "I"),
+        ("stx_dev_minor", "I"),
         ("stx_mnt_id", "Q"),
+        ("stx_dio_mem_align", "I"),
+        ("stx_dio_offset_align", "I"),
     ],
     size=256,
 )
 
 STATX_BASIC_STATS = 0x7FF
+# The stx_mask bits whose fields STATX carries (up to STATX_DIOALIGN): a newer host kernel may
+# report more, but their fields lie in what this layout treats as spare, so they are not passed on.
+STATX_KNOWN_MASK = 0x3FFF
+
+STATFS = Layout(
+    "statfs",
+    [
+        ("f_type", "q"),
+        ("f_bsize", "q"),
+        ("f_blocks", "Q"),
+        ("f_bfree", "Q"),
+        ("f_bavail", "Q"),
+        ("f_files", "Q"),
+        ("f_ffree", "Q"),
+        ("f_fsid0", "i"),
+        ("f_fsid1", "i"),
+        ("f_namelen", "q"),
+        ("f_frsize", "q"),
+        ("f_flags", "q"),
+        ("f_spare", "32s"),
+    ],
+    size=120,
+)
+
+# struct __kernel_timespec (include/uapi/linux/time_types.h): utimensat's times[2].
+TIMESPEC = Layout("timespec", [("tv_sec", "q"), ("tv_nsec", "q")], size=16)
 
 
-def _ns(t: int) -> tuple[int, int]:
-    return divmod(t, 1_000_000_000)
+def stat_from_statx(stx: dict[str, object]) -> bytes:
+    """A guest struct stat from decoded statx fields, as the kernel's cp_new_stat fills it."""
 
+    def field(name: str) -> int:
+        value = stx[name]
+        assert isinstance(value, int)
+        return value
 
-def pack_stat(st: os.stat_result) -> bytes:
-    """Host stat result -> guest struct stat, field by field."""
-    a_s, a_ns = _ns(st.st_atime_ns)
-    m_s, m_ns = _ns(st.st_mtime_ns)
-    c_s, c_ns = _ns(st.st_ctime_ns)
     return STAT.pack(
-        st_dev=st.st_dev, st_ino=st.st_ino, st_mode=st.st_mode, st_nlink=st.st_nlink,
-        st_uid=st.st_uid, st_gid=st.st_gid, st_rdev=st.st_rdev, st_size=st.st_size,
-        st_blksize=st.st_blksize, st_blocks=st.st_blocks,
-        st_atime=a_s, st_atime_nsec=a_ns, st_mtime=m_s, st_mtime_nsec=m_ns,
-        st_ctime=c_s, st_ctime_nsec=c_ns,
+        st_dev=os.makedev(field("stx_dev_major"), field("stx_dev_minor")),
+        st_ino=field("stx_ino"),
+        st_mode=field("stx_mode"),
+        st_nlink=field("stx_nlink"),
+        st_uid=field("stx_uid"),
+        st_gid=field("stx_gid"),
+        st_rdev=os.makedev(field("stx_rdev_major"), field("stx_rdev_minor")),
+        st_size=field("stx_size"),
+        st_blksize=field("stx_blksize"),
+        st_blocks=field("stx_blocks"),
+        st_atime=field("stx_atime_sec"),
+        st_atime_nsec=field("stx_atime_nsec"),
+        st_mtime=field("stx_mtime_sec"),
+        st_mtime_nsec=field("stx_mtime_nsec"),
+        st_ctime=field("stx_ctime_sec"),
+        st_ctime_nsec=field("stx_ctime_nsec"),
     )
 
 
-def _timestamp(ns: int) -> bytes:
-    s, n = _ns(ns)
-    return STATX_TIMESTAMP.pack(tv_sec=s, tv_nsec=n)
-
-
-def pack_statx(st: os.stat_result) -> bytes:
-    return STATX.pack(
-        stx_mask=STATX_BASIC_STATS, stx_blksize=st.st_blksize, stx_nlink=st.st_nlink,
-        stx_uid=st.st_uid, stx_gid=st.st_gid, stx_mode=st.st_mode & 0xFFFF, stx_ino=st.st_ino,
-        stx_size=st.st_size, stx_blocks=st.st_blocks,
-        stx_atime=_timestamp(st.st_atime_ns), stx_ctime=_timestamp(st.st_ctime_ns),
-        stx_mtime=_timestamp(st.st_mtime_ns),
-        stx_rdev_major=os.major(st.st_rdev), stx_rdev_minor=os.minor(st.st_rdev),
-        stx_dev_major=os.major(st.st_dev), stx_dev_minor=os.minor(st.st_dev),
-    )
+def guest_statx(stx: dict[str, object]) -> bytes:
+    """A guest struct statx from the host's, keeping only the fields this layout knows."""
+    values = dict(stx)
+    mask = values["stx_mask"]
+    assert isinstance(mask, int)
+    values["stx_mask"] = mask & STATX_KNOWN_MASK
+    return STATX.pack(**values)

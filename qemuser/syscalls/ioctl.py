@@ -1,0 +1,129 @@
+"""ioctl: the terminal and file requests glibc, busybox, bash and CPython issue.
+
+Each known request says how its argument travels (none, a plain value, a struct the guest gives,
+a struct the kernel fills) and with which layout; the host call does the work on the same fd.
+An unknown request fails with ENOTTY, as Linux answers for requests a file does not know, and is
+reported once with -strace or -d unimp.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl as host_fcntl
+from dataclasses import dataclass
+
+from qemuser.syscalls.abi import termios as t
+from qemuser.syscalls.abi.layout import Layout
+from qemuser.syscalls.process import Process
+from qemuser.syscalls.registry import FD, PTR, ArgKind, syscall
+
+NONE = "none"  # no argument
+VALUE = "value"  # the argument itself is an integer
+IN = "in"  # the argument points at a struct the guest gives
+OUT = "out"  # the argument points at a struct the kernel fills
+
+CHAR = Layout("char", [("value", "B")])
+LOFF_T = Layout("loff_t", [("value", "q")])
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    passing: str
+    layout: Layout | None = None
+
+
+REQUESTS: dict[int, Request] = {
+    t.TCGETS: Request("TCGETS", OUT, t.TERMIOS),
+    t.TCSETS: Request("TCSETS", IN, t.TERMIOS),
+    t.TCSETSW: Request("TCSETSW", IN, t.TERMIOS),
+    t.TCSETSF: Request("TCSETSF", IN, t.TERMIOS),
+    t.TCGETS2: Request("TCGETS2", OUT, t.TERMIOS2),
+    t.TCSETS2: Request("TCSETS2", IN, t.TERMIOS2),
+    t.TCSETSW2: Request("TCSETSW2", IN, t.TERMIOS2),
+    t.TCSETSF2: Request("TCSETSF2", IN, t.TERMIOS2),
+    t.TCSBRK: Request("TCSBRK", VALUE),
+    t.TCSBRKP: Request("TCSBRKP", VALUE),
+    t.TCXONC: Request("TCXONC", VALUE),
+    t.TCFLSH: Request("TCFLSH", VALUE),
+    t.TIOCEXCL: Request("TIOCEXCL", NONE),
+    t.TIOCNXCL: Request("TIOCNXCL", NONE),
+    t.TIOCGEXCL: Request("TIOCGEXCL", OUT, t.INT),
+    t.TIOCSCTTY: Request("TIOCSCTTY", VALUE),
+    t.TIOCNOTTY: Request("TIOCNOTTY", NONE),
+    t.TIOCGPGRP: Request("TIOCGPGRP", OUT, t.INT),
+    t.TIOCSPGRP: Request("TIOCSPGRP", IN, t.INT),
+    t.TIOCGSID: Request("TIOCGSID", OUT, t.INT),
+    t.TIOCOUTQ: Request("TIOCOUTQ", OUT, t.INT),
+    t.TIOCSTI: Request("TIOCSTI", IN, CHAR),
+    t.TIOCGWINSZ: Request("TIOCGWINSZ", OUT, t.WINSIZE),
+    t.TIOCSWINSZ: Request("TIOCSWINSZ", IN, t.WINSIZE),
+    t.TIOCMGET: Request("TIOCMGET", OUT, t.INT),
+    t.TIOCMBIS: Request("TIOCMBIS", IN, t.INT),
+    t.TIOCMBIC: Request("TIOCMBIC", IN, t.INT),
+    t.TIOCMSET: Request("TIOCMSET", IN, t.INT),
+    t.TIOCPKT: Request("TIOCPKT", IN, t.INT),
+    t.TIOCGPKT: Request("TIOCGPKT", OUT, t.INT),
+    t.TIOCSETD: Request("TIOCSETD", IN, t.INT),
+    t.TIOCGETD: Request("TIOCGETD", OUT, t.INT),
+    t.TIOCSBRK: Request("TIOCSBRK", NONE),
+    t.TIOCCBRK: Request("TIOCCBRK", NONE),
+    t.TIOCGPTN: Request("TIOCGPTN", OUT, t.INT),
+    t.TIOCSPTLCK: Request("TIOCSPTLCK", IN, t.INT),
+    t.TIOCGPTLCK: Request("TIOCGPTLCK", OUT, t.INT),
+    t.TIOCGDEV: Request("TIOCGDEV", OUT, t.INT),
+    t.TIOCSIG: Request("TIOCSIG", VALUE),
+    t.TIOCVHANGUP: Request("TIOCVHANGUP", NONE),
+    t.TIOCGPTPEER: Request("TIOCGPTPEER", VALUE),  # the value is open flags, translated
+    t.FIONREAD: Request("FIONREAD", OUT, t.INT),
+    t.FIONBIO: Request("FIONBIO", IN, t.INT),
+    t.FIOASYNC: Request("FIOASYNC", IN, t.INT),
+    t.FIOCLEX: Request("FIOCLEX", NONE),
+    t.FIONCLEX: Request("FIONCLEX", NONE),
+    t.FIOQSIZE: Request("FIOQSIZE", OUT, LOFF_T),
+}
+
+
+class RequestKind(ArgKind):
+    def decode(self, proc: Process, raw: int) -> int:
+        return raw & 0xFFFF_FFFF  # the kernel takes `unsigned int cmd`
+
+    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+        request = REQUESTS.get(raw & 0xFFFF_FFFF)
+        return request.name if request else f"{raw & 0xFFFF_FFFF:#x}"
+
+
+@syscall("ioctl", FD, RequestKind(), PTR)
+def ioctl(proc: Process, fd: int, request: int, arg: int) -> int:
+    known = REQUESTS.get(request)
+    if known is None:
+        _report_unknown(proc, request)
+        host_fcntl.fcntl(fd, host_fcntl.F_GETFD)  # a bad fd is EBADF before anything else
+        return -errno.ENOTTY
+    if known.passing == NONE:
+        return host_fcntl.ioctl(fd, request, 0)
+    if known.passing == VALUE:
+        value = arg & 0xFFFF_FFFF
+        if request == t.TIOCGPTPEER:
+            value = proc.open_codec.to_host(value)
+        return host_fcntl.ioctl(fd, request, value)
+    layout = known.layout
+    assert layout is not None
+    if known.passing == IN:
+        fields = layout.unpack(proc.mem.read(arg, layout.size))
+        host_fcntl.ioctl(fd, request, layout.pack(**fields))
+        return 0
+    filled = host_fcntl.ioctl(fd, request, bytes(layout.size))
+    proc.mem.write(arg, layout.pack(**layout.unpack(filled)))
+    return 0
+
+
+_REPORTED_UNKNOWN: set[int] = set()  # per emulator process, like unknown system calls
+
+
+def _report_unknown(proc: Process, request: int) -> None:
+    if request in _REPORTED_UNKNOWN:
+        return
+    _REPORTED_UNKNOWN.add(request)
+    if proc.config.strace or "unimp" in proc.config.log_items:
+        proc.log_line(f"qemuser: unsupported ioctl {request:#x}")
