@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from qemuser.loader.elf import LoadError, arch_of_file, check_arch, read_elf_info
 from qemuser.loader.memory import GuestFault
+from qemuser.syscalls import hostio
 from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.process import ExecRequest, Process
 from qemuser.syscalls.registry import DIRFD, INT, PATH, PTR, ULONG, Enum, Flags, syscall
@@ -300,15 +301,14 @@ WAIT_FLAGS = Flags(
 
 @syscall("wait4", INT, PTR, WAIT_FLAGS, PTR)
 def wait4(proc: Process, pid: int, status_ptr: int, options: int, rusage_ptr: int) -> int:
-    from qemuser.syscalls.proc import _pack_rusage
-
     if options & ~(1 | 2 | 8 | 0x20000000 | 0x40000000 | 0x80000000):
         return -errno.EINVAL
-    child, status, rusage = os.wait4(pid, options & 0xFFFF_FFFF)
+    # hostio: a signal interrupts the wait as it would on Linux (os.wait4 would retry)
+    child, status, rusage = hostio.wait4(pid, options & 0xFFFF_FFFF)
     if child and status_ptr:
         proc.mem.write(status_ptr, struct.pack("<i", status))
     if child and rusage_ptr:
-        proc.mem.write(rusage_ptr, _pack_rusage(rusage))
+        proc.mem.write(rusage_ptr, rusage)  # struct rusage: same 64-bit layout as the host's
     return child
 
 

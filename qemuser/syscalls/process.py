@@ -67,6 +67,7 @@ from qemuser.syscalls.sigstate import (
     DEFAULT_CORE,
     DEFAULT_IGNORE,
     DEFAULT_STOP,
+    HOST_RESERVED,
     SA_NODEFER,
     SA_ONSTACK,
     SA_RESETHAND,
@@ -88,44 +89,6 @@ from qemuser.syscalls.sigstate import (
 )
 from qemuser.syscalls.threads import OFFLOADED, SLICE_INSTRUCTIONS, Scheduler
 
-# System calls that may block: a guest-handled host signal interrupts them (EINTR, or a
-# restart under SA_RESTART), as the kernel does.
-INTERRUPTIBLE = frozenset(
-    {
-        "read",
-        "readv",
-        "write",
-        "writev",
-        "pread64",
-        "pwrite64",
-        "wait4",
-        "waitid",
-        "nanosleep",
-        "clock_nanosleep",
-        "ppoll",
-        "pselect6",
-        "epoll_pwait",
-        "epoll_pwait2",
-        "accept",
-        "accept4",
-        "connect",
-        "recvfrom",
-        "recvmsg",
-        "sendto",
-        "sendmsg",
-        "futex",
-        "rt_sigsuspend",
-        "rt_sigtimedwait",
-        "openat",
-        "flock",
-        "fcntl",
-        "msgrcv",
-        "semop",
-        "io_getevents",
-        "mq_timedreceive",
-        "mq_timedsend",
-    }
-)
 # Never restarted, whatever SA_RESTART says (man 7 signal).
 NEVER_RESTARTED = frozenset(
     {
@@ -601,30 +564,48 @@ class Process:
 
     def set_action(self, signo: int, action: SigAction) -> None:
         self.signals.actions[signo] = action
-        if action.handler not in (SIG_DFL, SIG_IGN):
-            self.ensure_signal_bridge()
-        if self.signal_bridge is not None:
-            self.signal_bridge.mirror(signo, action)
-        else:
-            # no handler anywhere yet: the host keeps default/ignore itself
-            try:
-                if signo not in (9, 19, 11, 7, 4, 8):
-                    signal.signal(
-                        signo, signal.SIG_IGN if action.handler == SIG_IGN else signal.SIG_DFL
-                    )
-            except (OSError, ValueError):
-                pass
+        self.sync_host_disposition(signo)
+
+    def sync_host_disposition(self, signo: int) -> None:
+        """The host's disposition of `signo`, from the guest's: ignored stays ignored (and so
+        survives a native execve), a signal the guest handles, blocks or reads from a
+        signalfd is caught and queued, and a default one is left to the host kernel, which
+        then does to us what Linux would do to the guest."""
+        if signo in HOST_RESERVED:
+            return
+        action = self.signals.action(signo)
+        caught = action.handler not in (SIG_DFL, SIG_IGN) or (
+            action.handler == SIG_DFL
+            and signo not in DEFAULT_IGNORE
+            and (
+                self.signals.mask & bit(signo)
+                or any(sfd.mask & bit(signo) for sfd in self.signalfds.values())
+            )
+        )
+        try:
+            if caught:
+                bridge = self.ensure_signal_bridge()
+                signal.signal(signo, bridge.on_host_signal)
+            elif action.handler == SIG_IGN:
+                signal.signal(signo, signal.SIG_IGN)
+            else:
+                signal.signal(signo, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+    def set_mask(self, mask: int) -> None:
+        """The calling thread's signal mask (SIGKILL and SIGSTOP cannot be blocked)."""
+        old = self.signals.mask
+        self.signals.mask = mask & ~UNBLOCKABLE
+        for signo in range(1, 65):
+            if (old ^ self.signals.mask) & bit(signo):
+                self.sync_host_disposition(signo)
 
     def add_signalfd(self, read_end: int, write_end: int, mask: int) -> None:
         self.signalfds[read_end] = SignalFd(write_end, mask)
-        # signals the guest blocks reach the signalfd through the host bridge
-        self.ensure_signal_bridge()
         for signo in range(1, 65):
-            if mask & bit(signo) and self.signals.action(signo).handler == SIG_DFL:
-                try:
-                    signal.signal(signo, self.signal_bridge._on_host_signal)  # type: ignore[union-attr]
-                except (OSError, ValueError):
-                    pass
+            if mask & bit(signo):
+                self.sync_host_disposition(signo)
 
     def _route_to_signalfd(self, pending: PendingSignal) -> bool:
         from qemuser.syscalls.sigstate import signalfd_record
@@ -872,23 +853,16 @@ class Process:
         strace = self.config.strace
         if strace and sysdef.ret == "none":
             self.log_line(format_call(self, sysdef, raw, None))
-        bridge = self.signal_bridge
-        blocking = bridge is not None and sysdef.name in INTERRUPTIBLE
         try:
             args = [kind.decode(self, value) for kind, value in zip(sysdef.args, raw)]
-            if blocking:
-                assert bridge is not None
-                bridge.in_blocking_call = True
-                try:
-                    result = sysdef.handler(self, *args)
-                finally:
-                    bridge.in_blocking_call = False
-            else:
-                result = sysdef.handler(self, *args)
-        except SignalInterrupt as interrupt:
-            result = self._interrupted(sysdef, interrupt.signo, raw)
+            result = sysdef.handler(self, *args)
+        except SignalInterrupt:
+            result = self._interrupted(sysdef, raw)
         except OSError as exc:
-            result = -(exc.errno or errno.EIO)
+            if exc.errno == errno.EINTR:
+                result = self._interrupted(sysdef, raw)
+            else:
+                result = -(exc.errno or errno.EIO)
         except GuestFault:
             result = -errno.EFAULT
         except (GuestExit, KeyboardInterrupt, SystemExit):
@@ -902,10 +876,20 @@ class Process:
             self.log_line(format_call(self, sysdef, raw, result))
         return result
 
-    def _interrupted(self, sysdef: SyscallDef, signo: int, raw: tuple[int, ...]) -> int | None:
-        """A signal cut a blocking call short: restart it after the handler, or EINTR."""
-        action = self.signals.action(signo)
-        if action.flags & SA_RESTART and sysdef.name not in NEVER_RESTARTED:
+    def _interrupted(self, sysdef: SyscallDef, raw: tuple[int, ...]) -> int | None:
+        """A host signal cut a blocking call short. Linux restarts it when no guest handler
+        runs for the signal, or when the handler has SA_RESTART (except for the calls that are
+        never restarted); otherwise the guest gets EINTR after its handler."""
+        pending = [p for p in list(self.signals.pending) if not self.signals.mask & bit(p.signo)]
+        handled = [
+            p for p in pending if self.signals.action(p.signo).handler not in (SIG_DFL, SIG_IGN)
+        ]
+        if handled:
+            action = self.signals.action(min(p.signo for p in handled))
+            restart = action.flags & SA_RESTART and sysdef.name not in NEVER_RESTARTED
+        else:
+            restart = sysdef.name not in NEVER_RESTARTED or not pending
+        if restart:
             # back to the trap instruction, with its first argument as it was
             pc = self.uc.reg_read(self.spec.pc)
             self.uc.reg_write(self.spec.pc, pc - self._sys.insn_size)

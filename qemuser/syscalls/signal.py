@@ -118,7 +118,7 @@ def rt_sigprocmask(proc: Process, how: int, new_ptr: int, old_ptr: int, sigsetsi
         mask = current
     if old_ptr:
         proc.mem.write(old_ptr, struct.pack("<Q", current))
-    proc.signals.mask = mask & ~UNBLOCKABLE
+    proc.set_mask(mask)
     return 0
 
 
@@ -141,9 +141,7 @@ def _wait_for_signal(
     proc: Process, deadline: float | None, wanted: int | None
 ) -> PendingSignal | None:
     """Sleep until a signal the process can take is pending (or the deadline passes)."""
-    from qemuser.syscalls.sigstate import SignalInterrupt
-
-    bridge = proc.ensure_signal_bridge()
+    proc.ensure_signal_bridge()  # host signals must reach the pending queue
     while True:
         with proc.signals.lock:
             for p in proc.signals.pending:
@@ -155,13 +153,8 @@ def _wait_for_signal(
         timeout = None if deadline is None else deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             return None
-        bridge.in_blocking_call = True
-        try:
-            time.sleep(0.05 if timeout is None else min(timeout, 0.05))
-        except SignalInterrupt:
-            pass
-        finally:
-            bridge.in_blocking_call = False
+        # a short nap: the Python handler that queues a host signal runs in between
+        time.sleep(0.01 if timeout is None else min(timeout, 0.01))
 
 
 @syscall("rt_sigsuspend", SIGSET, ULONG)

@@ -4,7 +4,8 @@ How host signals reach the guest: while the guest has a handler for a signal, th
 disposition is a Python handler that queues it. Python runs that handler only between
 bytecodes, so the C-level wakeup fd (signal.set_wakeup_fd) wakes a watcher thread that stops
 the engine at once; the run loop then builds the guest's frame. A host signal that arrives
-during a blocking system call interrupts it (EINTR, or a restart under SA_RESTART). While the
+during a blocking host call makes the kernel end it with EINTR (Python's handlers have no
+SA_RESTART), which becomes the guest's EINTR or a restart under SA_RESTART (hostio.py). While the
 guest leaves a signal at SIG_DFL or SIG_IGN, the host disposition is the same, so the kernel
 itself does what it would do to a native program (and SIG_IGN survives execve).
 """
@@ -77,6 +78,13 @@ HOST_RESERVED = frozenset(
         signal.SIGSTOP,
     }
 )
+
+
+def keep_signals_for_the_main_thread() -> None:
+    """Called first in every host thread we start: the kernel then delivers process-directed
+    signals to the main thread, the one that runs the guest and its blocking calls, so that
+    they interrupt those calls as they would on Linux."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
 
 
 def bit(signo: int) -> int:
@@ -164,7 +172,6 @@ class HostSignalBridge:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         proc.host_fd_reserved.update({self.read_fd, self.write_fd})
         self.previous_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
-        self.in_blocking_call = False
         self._overrides: dict[int, bytes] = {}  # siginfo for signals we raise ourselves
         self._overrides_lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="qemuser-signals", daemon=True)
@@ -173,6 +180,7 @@ class HostSignalBridge:
     def _watch(self) -> None:
         import select
 
+        keep_signals_for_the_main_thread()
         while True:
             try:
                 select.select([self.read_fd], [], [])
@@ -182,7 +190,22 @@ class HostSignalBridge:
             # With guest threads the engine stops every slice anyway; an emu_stop from this
             # thread then could land in a context switch (see threads.py).
             if data and not self.proc.sched.multi:
-                self.proc.uc.emu_stop()
+                self._stop_until_delivered()
+
+    def _stop_until_delivered(self) -> None:
+        """Stop the engine until the run loop has taken the signal. One emu_stop is not enough:
+        it is lost when it lands between two runs of the engine, and the signal would then
+        wait for the guest's next system call, forever for a guest that only computes."""
+        import time
+
+        seen_pending = False
+        for attempt in range(500):  # about a second at most
+            self.proc.uc.emu_stop()
+            time.sleep(0.002)
+            if self.proc.signals.deliverable():
+                seen_pending = True
+            elif seen_pending or attempt > 25:
+                return
 
     def close(self) -> None:
         """Retire this bridge (the process image it served was replaced by execve)."""
@@ -194,27 +217,13 @@ class HostSignalBridge:
             except OSError:
                 pass
 
-    def mirror(self, signo: int, action: SigAction) -> None:
-        """Make the host disposition of `signo` match what the guest asked for."""
-        if signo in HOST_RESERVED:
-            return
-        try:
-            if action.handler == SIG_IGN:
-                signal.signal(signo, signal.SIG_IGN)
-            elif action.handler == SIG_DFL:
-                signal.signal(signo, signal.SIG_DFL)
-            else:
-                signal.signal(signo, self._on_host_signal)
-        except (OSError, ValueError):
-            pass
-
     def send_to_self(self, signo: int, siginfo: bytes) -> None:
         """Raise `signo` in this process as a host signal whose guest siginfo is `siginfo`."""
         with self._overrides_lock:
             self._overrides[signo] = siginfo
         signal.pthread_kill(threading.main_thread().ident or 0, signo)
 
-    def _on_host_signal(self, signo: int, _frame: object) -> None:
+    def on_host_signal(self, signo: int, _frame: object) -> None:
         with self._overrides_lock:
             info = self._overrides.pop(signo, None)
         if info is None:
@@ -223,12 +232,11 @@ class HostSignalBridge:
             code = SI_KERNEL if signo in self.proc.kernel_timer_signals else SI_USER
             info = pack_kill_info(signo, code, 0, 0)
         self.proc.signals.queue(PendingSignal(signo, info))
-        if self.in_blocking_call and not self.proc.signals.mask & bit(signo):
-            raise SignalInterrupt(signo)
 
 
 class SignalInterrupt(Exception):
-    """A guest-handled signal arrived during a blocking system call."""
+    """A guest-handled signal cut a blocking system call short (raised by code that waits in
+    Python loops; host calls report it as OSError(EINTR), see hostio.py)."""
 
     def __init__(self, signo: int) -> None:
         super().__init__(signo)

@@ -104,6 +104,9 @@ class Worker:
         started.wait()
 
     def _loop(self, started: threading.Event) -> None:
+        from qemuser.syscalls.sigstate import keep_signals_for_the_main_thread
+
+        keep_signals_for_the_main_thread()
         self.native_id = threading.get_native_id()
         started.set()
         proc = self.scheduler.proc

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from qemuser.syscalls.abi.sigframe import pack_siginfo
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import INT, PTR, Enum, Flags, syscall
+from qemuser.syscalls.sigstate import keep_signals_for_the_main_thread
 
 SIGEV_SIGNAL = 0
 SIGEV_NONE = 1
@@ -86,6 +87,7 @@ def _now(timer: GuestTimer) -> float:
 
 
 def _fire(proc: Process, timer: GuestTimer, generation: int) -> None:
+    keep_signals_for_the_main_thread()
     while True:
         with timer.lock:
             if timer.generation != generation or timer.deadline is None:

@@ -1,0 +1,76 @@
+"""Host system calls that may block, made so that a signal interrupts them as Linux would.
+
+Python's own os.read, time.sleep, os.waitpid… retry by themselves when a signal interrupts
+them (PEP 475), so a guest blocked in read() would never see EINTR. These wrappers call libc
+directly: the host kernel decides whether the call was interrupted (no SA_RESTART on Python's
+handlers), and EINTR comes back as OSError(EINTR), which dispatch turns into the guest's EINTR,
+or into a restart when the guest's handler has SA_RESTART. A call that completed is never
+reported as interrupted, whenever the signal arrives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.read.restype = ctypes.c_ssize_t
+_libc.read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_libc.write.restype = ctypes.c_ssize_t
+_libc.write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_libc.wait4.restype = ctypes.c_int
+_libc.wait4.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_void_p]
+_libc.clock_nanosleep.restype = ctypes.c_int
+_libc.clock_nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+RUSAGE_SIZE = 144  # struct rusage on x86_64: the guest's layout is the same (64-bit longs)
+
+
+def _raise_errno() -> None:
+    code = ctypes.get_errno()
+    raise OSError(code, os.strerror(code))
+
+
+def read(fd: int, size: int) -> bytes:
+    buffer = ctypes.create_string_buffer(size)
+    n = _libc.read(fd, buffer, size)
+    if n < 0:
+        _raise_errno()
+    return buffer.raw[:n]
+
+
+def write(fd: int, data: bytes) -> int:
+    n = _libc.write(fd, data, len(data))
+    if n < 0:
+        _raise_errno()
+    return n
+
+
+def wait4(pid: int, options: int) -> tuple[int, int, bytes]:
+    """(pid, status, struct rusage bytes)."""
+    status = ctypes.c_int(0)
+    rusage = ctypes.create_string_buffer(RUSAGE_SIZE)
+    child = _libc.wait4(pid, ctypes.byref(status), options, rusage)
+    if child < 0:
+        _raise_errno()
+    return child, status.value, rusage.raw
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def clock_nanosleep(clock: int, absolute: bool, seconds: int, nanoseconds: int) -> tuple[int, int]:
+    """Sleep; returns the remaining (seconds, nanoseconds) of a relative sleep (0, 0 when done).
+    Raises OSError(EINTR) when a signal cut it short (the remainder is then on the error's
+    `remaining` attribute)."""
+    request = _Timespec(seconds, nanoseconds)
+    remaining = _Timespec(0, 0)
+    code = _libc.clock_nanosleep(
+        clock, 1 if absolute else 0, ctypes.byref(request), ctypes.byref(remaining)
+    )
+    if code:
+        error = OSError(code, os.strerror(code))
+        error.remaining = (remaining.tv_sec, remaining.tv_nsec)  # type: ignore[attr-defined]
+        raise error
+    return 0, 0

@@ -1,0 +1,37 @@
+"""Signals sent to the emulator's process reach the guest's handlers, whatever it is doing."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import all_builds, fixture_path, qemuser
+
+
+def _expect_line(process: subprocess.Popen, line: bytes) -> None:
+    assert process.stdout is not None
+    assert process.stdout.readline() == line
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("sig_host"))
+def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
+    read_end, write_end = os.pipe()  # stdin that never delivers data
+    process = subprocess.Popen(
+        [qemuser(arch), str(fixture_path(arch, "sig_host", flavour))],
+        stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        _expect_line(process, b"ready\n")
+        process.send_signal(signal.SIGUSR1)
+        _expect_line(process, b"read returned -1, usr1 1\n")
+        process.send_signal(signal.SIGHUP)
+        _expect_line(process, b"hup seen while computing\n")
+        process.send_signal(signal.SIGTERM)
+        _expect_line(process, b"term\n")
+        assert process.wait(timeout=60) == 3
+    finally:
+        process.kill()
+        process.wait()
+        os.close(read_end)
+        os.close(write_end)
