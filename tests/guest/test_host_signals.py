@@ -3,10 +3,24 @@
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
 from tests.conftest import all_builds, fixture_path, qemuser
+
+
+def _wait_until_blocked_in_read(pid: int) -> None:
+    """Until the process sleeps in the host's read(2) (x86_64 number 0), so that the signal
+    interrupts the read rather than arriving before it, which Linux would not count as an
+    interruption either."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().split(" ", 1)[0] == "0":
+                return
+        time.sleep(0.01)
+    raise AssertionError("the guest never blocked in read()")
 
 
 def _expect_line(process: subprocess.Popen, line: bytes) -> None:
@@ -23,6 +37,7 @@ def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
     )
     try:
         _expect_line(process, b"ready\n")
+        _wait_until_blocked_in_read(process.pid)
         process.send_signal(signal.SIGUSR1)
         _expect_line(process, b"read returned -1, usr1 1\n")
         process.send_signal(signal.SIGHUP)
