@@ -1,34 +1,50 @@
 #!/usr/bin/env bash
 # Sets up everything qemuser needs on a Debian 12 machine (run as root, or with sudo available):
 # Debian's cross compilers (to build the guest test programs), Debian's qemu-user (a reference
-# for tests and benchmarks only), a Python venv with qemuser installed, and the built fixtures.
+# for tests and benchmarks only), a Python venv with qemuser installed, the built fixtures, and a
+# root of real Debian arm64 packages (busybox-static, python3.11) in cache/ for tests/real.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: run as root (or install sudo)" >&2; exit 1; }
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-riscv64-linux-gnu g++-riscv64-linux-gnu libc6-dev-riscv64-cross
-    qemu-user make python3-venv ca-certificates
+    qemu-user make python3 python3-venv ca-certificates time
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# tests/real downloads arm64 packages: apt must know the architecture (once per machine).
+need_update=0
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "setup: dpkg --add-architecture arm64" >&2
+    $SUDO dpkg --add-architecture arm64
+    need_update=1
+fi
+if [ ${#missing[@]} -gt 0 ] || [ "$need_update" -eq 1 ] \
+    || ! apt-cache show busybox-static:arm64 >/dev/null 2>&1; then
+    echo "setup: apt-get update" >&2
+    $SUDO apt-get update -q >/dev/null
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
-    $SUDO apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import qemuser, unicorn, elftools, capstone, click, pytest' 2>/dev/null \
-    || [ pyproject.toml -nt .venv/.qemuser-installed ]; then
+if ! .venv/bin/python -c 'import qemuser, unicorn, elftools, capstone, click, pytest, xdist' \
+        2>/dev/null || [ pyproject.toml -nt .venv/.qemuser-installed ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
     .venv/bin/pip install -q -e '.[test]'
     touch .venv/.qemuser-installed
@@ -37,3 +53,6 @@ fi
 make -s -C tests/fixtures -j"$(nproc)"
 # Bare-metal guests for system mode (their own Makefile: other compiler flags, no libc).
 if [ -f tests/fixtures/system/Makefile ]; then make -s -C tests/fixtures/system -j"$(nproc)"; fi
+
+# Real Debian arm64 programs for tests/real and the benchmarks (apt-get download + dpkg-deb -x).
+.venv/bin/python tests/real/debroot.py >/dev/null

@@ -10,7 +10,13 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from qemuser.cpu import CPUS, CpuSpec, spec_for_machine
-from qemuser.loader.memory import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace
+from qemuser.loader.memory import (
+    MIN_MAP_ADDRESS,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    AddressSpace,
+)
 
 PT_LOAD = "PT_LOAD"
 PT_INTERP = "PT_INTERP"
@@ -28,6 +34,10 @@ _MACHINE_NAMES = {
     21: "PowerPC64",
     22: "S/390",
 }
+
+
+# No 64-bit Linux user space reaches past 48 bits of address (arm64 and riscv Sv48 alike).
+ADDRESS_LIMIT = 1 << 48
 
 
 class LoadError(Exception):
@@ -201,25 +211,30 @@ def load_image(
         file_page_off = offset - ((vaddr + bias) - seg_start)
         if (vaddr - offset) % page or file_page_off < 0:
             raise LoadError(f"'{info.path}' has a segment whose file offset and address disagree")
+        if seg_start < MIN_MAP_ADDRESS or seg_end > ADDRESS_LIMIT:
+            raise LoadError(f"'{info.path}' has a segment outside the guest address space")
         # As binfmt_elf does, each segment is mapped whole-page from the file over whatever an
         # earlier segment left in a shared first page (MAP_FIXED): that page takes this
         # segment's protection and the file's bytes at this segment's page-aligned offset.
-        mem.map(
-            seg_start,
-            seg_end - seg_start,
-            _prot(flags),
-            name,
-            offset=file_page_off,
-            device=st.st_dev if st else 0,
-            inode=st.st_ino if st else 0,
-        )
         if memsz > filesz:
             # bss: zero from the end of the file bytes on, the rest of that page included
             file_end = offset + filesz
         else:
             # no bss: the last page shows the bytes that follow in the file, as a file mapping
             file_end = file_page_off + (mem.page_align(vaddr + bias + filesz) - seg_start)
-        mem.write_init(seg_start, data[file_page_off : min(file_end, len(data))])
+        try:
+            mem.map(
+                seg_start,
+                seg_end - seg_start,
+                _prot(flags),
+                name,
+                offset=file_page_off,
+                device=st.st_dev if st else 0,
+                inode=st.st_ino if st else 0,
+            )
+            mem.write_init(seg_start, data[file_page_off : min(file_end, len(data))])
+        except OSError:
+            raise LoadError(f"'{info.path}' needs more memory than the host gives") from None
     phdr = 0
     for seg in info.segments:
         if seg[0] == PT_PHDR:
@@ -229,7 +244,12 @@ def load_image(
             if offset <= info.phoff < offset + filesz:
                 phdr = vaddr + bias + (info.phoff - offset)
     return LoadedImage(
-        info=info, base=bias, entry=info.entry + bias, phdr=phdr, end=high + bias, low=low + bias
+        info=info,
+        base=bias,
+        entry=(info.entry + bias) & 0xFFFF_FFFF_FFFF_FFFF,
+        phdr=phdr,
+        end=high + bias,
+        low=low + bias,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import dataclasses
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -85,6 +86,10 @@ class Mapping:
     # Linux's VM_MAYWRITE: False for a shared mapping of a file opened read-only, which
     # mprotect may never make writable (its host pages are read-only too).
     may_write: bool = True
+    # Whether unicorn has memory behind it. A private PROT_NONE mapping gets none until it
+    # first becomes accessible: programs reserve address space that way (tens of GiB, more
+    # than the host would lend in one piece), and untouched it reads as zero anyway.
+    backed: bool = True
 
     @property
     def size(self) -> int:
@@ -194,7 +199,8 @@ class AddressSpace:
         """Make one guest page accessible to the CPU for a moment (fault replay); returns what
         `return_page` needs to put things back."""
         # page 0 is always backed (the stop page); others only when the guest mapped them
-        mapped = self.find(page) is not None or page == 0
+        m = self.find(page)
+        mapped = (m is not None and m.backed) or page == 0
         saved = bytes(self.uc.mem_read(page, self.page_size)) if mapped else b""
         if not mapped:
             self._inside_unicorn_call = True
@@ -261,19 +267,14 @@ class AddressSpace:
         device: int = 0,
         inode: int = 0,
     ) -> Mapping:
-        """Map [start, start+length) (page aligned), replacing whatever was there (MAP_FIXED)."""
+        """Map [start, start+length) (page aligned), replacing whatever was there (MAP_FIXED).
+
+        OSError(ENOMEM) when the host cannot back it."""
         end = start + length
         self.unmap(start, length)
-        self._inside_unicorn_call = True
-        try:
-            if host_address is not None:
-                # MAP_SHARED: the guest's pages are the host mapping itself, so the file (or,
-                # after fork, the other process) sees every store.
-                self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host_address)
-            else:
-                self.uc.mem_map(start, length, UC_PROT_ALL)
-        finally:
-            self._inside_unicorn_call = False
+        backed = prot != PROT_NONE or host_address is not None
+        if backed:
+            self._back_range(start, length, host_address)
         self.flush_tlb()
         m = Mapping(
             start,
@@ -285,11 +286,38 @@ class AddressSpace:
             host_address=host_address,
             device=device,
             inode=inode,
+            backed=backed,
         )
         i = bisect.bisect_left(self._starts, start)
         self._maps.insert(i, m)
         self._starts.insert(i, start)
         return m
+
+    def _back_range(self, start: int, length: int, host_address: int | None = None) -> None:
+        """Give unicorn memory for [start, start+length): the host pages at `host_address`
+        (MAP_SHARED: the file, or after fork the other process, sees every store), else fresh
+        zeroed memory."""
+        self._inside_unicorn_call = True
+        try:
+            if host_address is not None:
+                self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host_address)
+            else:
+                self.uc.mem_map(start, length, UC_PROT_ALL)
+        except UcError:
+            raise OSError(errno.ENOMEM, "the host cannot back this mapping") from None
+        finally:
+            self._inside_unicorn_call = False
+
+    def ensure_backed(self, start: int, end: int) -> None:
+        """Back the reserved (never accessible) mappings inside [start, end) with memory."""
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        j = bisect.bisect_left(self._starts, end)
+        if all(m.backed for m in self._maps[i:j]):
+            return  # the common case: nothing to split
+        for m in self._range(start, end):
+            if not m.backed:
+                self._back_range(m.start, m.size)
+                m.backed = True
 
     def unmap(self, start: int, length: int, release_host: bool = True) -> None:
         """Unmap [start, start+length); host pages behind shared mappings are released unless
@@ -300,7 +328,8 @@ class AddressSpace:
         self._inside_unicorn_call = True
         try:
             for m in victims:
-                self.uc.mem_unmap(m.start, m.size)
+                if m.backed:
+                    self.uc.mem_unmap(m.start, m.size)
                 if m.host_address is not None and release_host:
                     _host_munmap(m.host_address, m.size)
         finally:
@@ -315,6 +344,8 @@ class AddressSpace:
         end = start + length
         if not self.is_fully_mapped(start, end):
             return False
+        if prot != PROT_NONE:
+            self.ensure_backed(start, end)
         for m in self._range(start, end):
             m.prot = prot
         self._merge_around(start, end)
@@ -341,6 +372,7 @@ class AddressSpace:
                 and a.name == b.name
                 and a.host_address is None
                 and b.host_address is None
+                and a.backed == b.backed
                 and (not a.name or a.offset + a.size == b.offset)
             ):
                 a.end = b.end
@@ -369,6 +401,10 @@ class AddressSpace:
                 device=template.device,
                 inode=template.inode,
             )
+            return
+        if not template.backed:  # a reservation: nothing to copy
+            self.unmap(old, old_size)
+            self.map(new, new_size, template.prot, template.name)
             return
         data = self.read(old, min(old_size, new_size), check=False)
         self.map(
@@ -417,6 +453,8 @@ class AddressSpace:
 
     def write_init(self, address: int, data: bytes) -> None:
         """Write regardless of protection (loader, signal frames on Linux's behalf)."""
+        if data:
+            self.ensure_backed(address, address + len(data))
         self.write(address, data, check=False)
 
     def read_u64(self, address: int) -> int:

@@ -144,7 +144,8 @@ def build_stack(
     for key, value in resolved:
         words += [key, value]
     sp = (p - 8 * len(words)) & ~15
-    mem.write_init(sp, struct.pack(f"<{len(words)}Q", *words))
+    # elf_addr_t words: a corrupt e_entry plus the load bias wraps, as in the kernel
+    mem.write_init(sp, struct.pack(f"<{len(words)}Q", *(w & 0xFFFF_FFFF_FFFF_FFFF for w in words)))
     argv_addr = sp + 8
     envp_addr = argv_addr + 8 * (len(argv) + 1)
     auxv_addr = envp_addr + 8 * (len(envp) + 1)

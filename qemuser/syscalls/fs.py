@@ -19,7 +19,9 @@ import fcntl as host_fcntl
 import os
 import struct
 
+from qemuser.syscalls import hostio
 from qemuser.syscalls.abi import fcntl as abi_fcntl
+from qemuser.syscalls.abi.dirent import guest_dirents
 from qemuser.syscalls.abi.fcntl import F_OWNER_EX, FLOCK
 from qemuser.syscalls.abi.stat import (
     STATFS,
@@ -62,6 +64,8 @@ _libc.syscall.restype = ctypes.c_long
 # Host (x86_64) system-call numbers: arch/x86/entry/syscalls/syscall_64.tbl.
 HOST_SYS_SENDFILE = 40
 HOST_SYS_TRUNCATE = 76
+HOST_SYS_FCHMOD = 91
+HOST_SYS_FCHOWN = 93
 HOST_SYS_STATFS = 137
 HOST_SYS_FSTATFS = 138
 HOST_SYS_GETDENTS64 = 217
@@ -238,19 +242,26 @@ def close(proc: Process, fd: int) -> int:
     return 0
 
 
-@syscall("close_range", INT, INT, INT)
+CLOSE_RANGE_UNSHARE = 2
+CLOSE_RANGE_CLOEXEC = 4
+HOST_SYS_CLOSE_RANGE = 436
+
+
+@syscall("close_range", INT, INT, Flags({2: "CLOSE_RANGE_UNSHARE", 4: "CLOSE_RANGE_CLOEXEC"}))
 def close_range(proc: Process, first: int, last: int, flags: int) -> int:
-    last = min(last & 0xFFFF_FFFF, os.sysconf("SC_OPEN_MAX"))
-    for fd in range(first & 0xFFFF_FFFF, last + 1):
-        if fd in proc.host_fd_reserved:
-            continue
-        try:
-            if flags & 4:  # CLOSE_RANGE_CLOEXEC
-                os.set_inheritable(fd, False)
-            else:
-                os.close(fd)
-        except OSError:
-            pass
+    first &= 0xFFFF_FFFF
+    last &= 0xFFFF_FFFF
+    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+        return -errno.EINVAL
+    # The host call does the range in one go (a child of CPython's subprocess closes 3..~0U);
+    # the emulator's own fds inside it are stepped over.
+    start = first
+    for reserved in sorted(fd for fd in proc.host_fd_reserved if first <= fd <= last):
+        if start < reserved:
+            host_syscall(HOST_SYS_CLOSE_RANGE, start, reserved - 1, flags)
+        start = reserved + 1
+    if start <= last:
+        host_syscall(HOST_SYS_CLOSE_RANGE, start, last, flags)
     return 0
 
 
@@ -269,14 +280,14 @@ def _check_writable(proc: Process, buf: int, count: int) -> None:
 def read(proc: Process, fd: int, buf: int, count: int) -> int:
     count = min(count, MAX_RW_COUNT)
     _check_writable(proc, buf, count)
-    data = os.read(fd, count)
+    data = hostio.read(fd, count)  # a signal interrupts it as on Linux (os.read retries)
     proc.mem.write(buf, data)
     return len(data)
 
 
 @syscall("write", FD, InBuf(2), ULONG)
 def write(proc: Process, fd: int, buf: int, count: int) -> int:
-    return os.write(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)))
+    return hostio.write(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)))
 
 
 @syscall("pread64", FD, OutBuf(2), ULONG, LONG)
@@ -467,14 +478,11 @@ def faccessat2(proc: Process, dirfd: int, path: bytes | None, mode: int, flags: 
 
 @syscall("getdents64", FD, PTR, ULONG)
 def getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
-    # struct linux_dirent64 (include/linux/dirent.h: u64 d_ino, s64 d_off, u16 d_reclen,
-    # u8 d_type, char d_name[]) has fixed-width fields and the same alignment on every
-    # architecture, so the host's records are the guest's byte for byte.
     count = min(count, 1 << 20)
     _check_writable(proc, dirp, count)
     buffer = ctypes.create_string_buffer(max(count, 1))
     n = host_syscall(HOST_SYS_GETDENTS64, fd, buffer, count)
-    proc.mem.write(dirp, buffer.raw[:n])
+    proc.mem.write(dirp, guest_dirents(buffer.raw[:n]))
     return n
 
 
@@ -575,8 +583,7 @@ def linkat(
 
 @syscall("fchmod", FD, OCTAL)
 def fchmod(proc: Process, fd: int, mode: int) -> int:
-    os.fchmod(fd, mode & 0o7777)
-    return 0
+    return host_syscall(HOST_SYS_FCHMOD, fd, mode)
 
 
 @syscall("fchmodat", DIRFD, PATH, OCTAL)
@@ -586,8 +593,8 @@ def fchmodat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
 
 @syscall("fchown", FD, INT, INT)
 def fchown(proc: Process, fd: int, uid: int, gid: int) -> int:
-    os.fchown(fd, uid, gid)
-    return 0
+    # uid_t/gid_t are unsigned: -1 (0xffffffff) leaves the id unchanged
+    return host_syscall(HOST_SYS_FCHOWN, fd, uid & 0xFFFF_FFFF, gid & 0xFFFF_FFFF)
 
 
 @syscall("fchownat", DIRFD, PATH, INT, INT, AT_FLAGS)
@@ -857,3 +864,168 @@ MFD_NAMES = {
 def memfd_create(proc: Process, name: bytes | None, flags: int) -> int:
     # MFD_* values are the same everywhere; the kernel checks the name's length and the flags
     return host_syscall(HOST_SYS_MEMFD_CREATE, need_path(name), flags)
+
+
+# ---- hints and flushing ----------------------------------------------------------------------
+
+HOST_SYS_READAHEAD = 187
+HOST_SYS_FADVISE64 = 221
+HOST_SYS_SYNC_FILE_RANGE = 277
+
+# POSIX_FADV_* (include/uapi/linux/fadvise.h): asm-generic values everywhere but s390.
+FADVICE = Enum(
+    {
+        0: "POSIX_FADV_NORMAL",
+        1: "POSIX_FADV_RANDOM",
+        2: "POSIX_FADV_SEQUENTIAL",
+        3: "POSIX_FADV_WILLNEED",
+        4: "POSIX_FADV_DONTNEED",
+        5: "POSIX_FADV_NOREUSE",
+    }
+)
+
+
+@syscall("fadvise64", FD, LONG, LONG, FADVICE)
+def fadvise64(proc: Process, fd: int, offset: int, length: int, advice: int) -> int:
+    return host_syscall(HOST_SYS_FADVISE64, fd, offset, length, advice)
+
+
+@syscall("readahead", FD, LONG, ULONG)
+def readahead(proc: Process, fd: int, offset: int, count: int) -> int:
+    return host_syscall(HOST_SYS_READAHEAD, fd, offset, count)
+
+
+@syscall("sync_file_range", FD, LONG, LONG, INT)
+def sync_file_range(proc: Process, fd: int, offset: int, nbytes: int, flags: int) -> int:
+    return host_syscall(HOST_SYS_SYNC_FILE_RANGE, fd, offset, nbytes, flags & 0xFFFF_FFFF)
+
+
+# ---- extended attributes ---------------------------------------------------------------------
+# Names and values are plain bytes and the XATTR_* flags are the same everywhere
+# (include/uapi/linux/xattr.h): the host call gets them as they are. By path they follow the
+# sysroot rule of lookups; the l* variants do not follow a final symlink.
+
+HOST_SYS_XATTR = {  # x86_64 numbers, in the order set, get, list, remove
+    "": (188, 191, 194, 197),
+    "l": (189, 192, 195, 198),
+    "f": (190, 193, 196, 199),
+}
+XATTR_SIZE_MAX = 65536
+XATTR_LIST_MAX = 65536
+
+
+def _xattr_target(proc: Process, target: int | bytes | None) -> int | bytes:
+    """The first argument of an xattr call as the host takes it: an fd, or a looked-up path."""
+    if isinstance(target, int):
+        return target
+    return resolve(proc, need_path(target))
+
+
+def _getxattr(
+    proc: Process, kind: str, target: int | bytes | None, name: bytes | None, value: int, size: int
+) -> int:
+    host_target = _xattr_target(proc, target)
+    size = min(size, XATTR_SIZE_MAX)
+    buffer = ctypes.create_string_buffer(max(size, 1)) if size else None
+    n = host_syscall(HOST_SYS_XATTR[kind][1], host_target, need_path(name), buffer, size)
+    if buffer is not None:
+        proc.mem.write(value, buffer.raw[:n])
+    return n
+
+
+def _setxattr(
+    proc: Process,
+    kind: str,
+    target: int | bytes | None,
+    name: bytes | None,
+    value: int,
+    size: int,
+    flags: int,
+) -> int:
+    host_target = _xattr_target(proc, target)
+    if size > XATTR_SIZE_MAX:
+        return -errno.E2BIG
+    data = proc.mem.read(value, size)
+    return host_syscall(HOST_SYS_XATTR[kind][0], host_target, need_path(name), data, size, flags)
+
+
+def _listxattr(proc: Process, kind: str, target: int | bytes | None, names: int, size: int) -> int:
+    host_target = _xattr_target(proc, target)
+    size = min(size, XATTR_LIST_MAX)
+    buffer = ctypes.create_string_buffer(max(size, 1)) if size else None
+    n = host_syscall(HOST_SYS_XATTR[kind][2], host_target, buffer, size)
+    if buffer is not None:
+        proc.mem.write(names, buffer.raw[:n])
+    return n
+
+
+def _removexattr(proc: Process, kind: str, target: int | bytes | None, name: bytes | None) -> int:
+    host_target = _xattr_target(proc, target)
+    return host_syscall(HOST_SYS_XATTR[kind][3], host_target, need_path(name))
+
+
+XATTR_FLAGS = Flags({1: "XATTR_CREATE", 2: "XATTR_REPLACE"})
+
+
+@syscall("getxattr", PATH, PATH, PTR, ULONG)
+def getxattr(proc: Process, path: bytes | None, name: bytes | None, value: int, size: int) -> int:
+    return _getxattr(proc, "", path, name, value, size)
+
+
+@syscall("lgetxattr", PATH, PATH, PTR, ULONG)
+def lgetxattr(proc: Process, path: bytes | None, name: bytes | None, value: int, size: int) -> int:
+    return _getxattr(proc, "l", path, name, value, size)
+
+
+@syscall("fgetxattr", FD, PATH, PTR, ULONG)
+def fgetxattr(proc: Process, fd: int, name: bytes | None, value: int, size: int) -> int:
+    return _getxattr(proc, "f", fd, name, value, size)
+
+
+@syscall("setxattr", PATH, PATH, PTR, ULONG, XATTR_FLAGS)
+def setxattr(
+    proc: Process, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
+) -> int:
+    return _setxattr(proc, "", path, name, value, size, flags)
+
+
+@syscall("lsetxattr", PATH, PATH, PTR, ULONG, XATTR_FLAGS)
+def lsetxattr(
+    proc: Process, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
+) -> int:
+    return _setxattr(proc, "l", path, name, value, size, flags)
+
+
+@syscall("fsetxattr", FD, PATH, PTR, ULONG, XATTR_FLAGS)
+def fsetxattr(proc: Process, fd: int, name: bytes | None, value: int, size: int, flags: int) -> int:
+    return _setxattr(proc, "f", fd, name, value, size, flags)
+
+
+@syscall("listxattr", PATH, PTR, ULONG)
+def listxattr(proc: Process, path: bytes | None, names: int, size: int) -> int:
+    return _listxattr(proc, "", path, names, size)
+
+
+@syscall("llistxattr", PATH, PTR, ULONG)
+def llistxattr(proc: Process, path: bytes | None, names: int, size: int) -> int:
+    return _listxattr(proc, "l", path, names, size)
+
+
+@syscall("flistxattr", FD, PTR, ULONG)
+def flistxattr(proc: Process, fd: int, names: int, size: int) -> int:
+    return _listxattr(proc, "f", fd, names, size)
+
+
+@syscall("removexattr", PATH, PATH)
+def removexattr(proc: Process, path: bytes | None, name: bytes | None) -> int:
+    return _removexattr(proc, "", path, name)
+
+
+@syscall("lremovexattr", PATH, PATH)
+def lremovexattr(proc: Process, path: bytes | None, name: bytes | None) -> int:
+    return _removexattr(proc, "l", path, name)
+
+
+@syscall("fremovexattr", FD, PATH)
+def fremovexattr(proc: Process, fd: int, name: bytes | None) -> int:
+    return _removexattr(proc, "f", fd, name)

@@ -6,6 +6,7 @@ from qemuser.syscalls import (  # noqa: F401
     futex,
     ioctl,
     lifecycle,
+    misc,
     mm,
     net,
     poll,

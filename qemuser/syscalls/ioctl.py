@@ -81,6 +81,10 @@ REQUESTS: dict[int, Request] = {
     t.FIOCLEX: Request("FIOCLEX", NONE),
     t.FIONCLEX: Request("FIONCLEX", NONE),
     t.FIOQSIZE: Request("FIOQSIZE", OUT, LOFF_T),
+    t.FIGETBSZ: Request("FIGETBSZ", OUT, t.INT),
+    t.FS_IOC_GETFLAGS: Request("FS_IOC_GETFLAGS", OUT, t.INT),
+    t.FS_IOC_SETFLAGS: Request("FS_IOC_SETFLAGS", IN, t.INT),
+    t.FICLONE: Request("FICLONE", VALUE),  # cp tries it first; ext4 answers EOPNOTSUPP
 }
 
 

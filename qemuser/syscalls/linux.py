@@ -14,6 +14,7 @@ from unicorn import Uc
 from unicorn.riscv_const import UC_RISCV_REG_MISA
 
 from qemuser.cpu import CpuSpec
+from qemuser.syscalls.abi.sigframe import A64_RT_SIGFRAME_SIZE
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class LinuxArch:
     minsigstksz: int  # AT_MINSIGSTKSZ, or 0 where the kernel gives none
 
 
+# arch/arm64/kernel/signal.c: signal_minsigstksz = the rt_sigframe (no SVE/SME contexts, as
+# we advertise neither) + a 16-byte frame record + 16 bytes of alignment slack = 4720.
+AARCH64_MINSIGSTKSZ = A64_RT_SIGFRAME_SIZE + 16 + 16
+
 LINUX_ARCHES: dict[str, LinuxArch] = {
     # aarch64: 48-bit VA; ELF_ET_DYN_BASE = 2/3 of TASK_SIZE, as the kernel puts PIE binaries.
     "aarch64": LinuxArch(
@@ -40,7 +45,7 @@ LINUX_ARCHES: dict[str, LinuxArch] = {
         mmap_top=0x0000_FFFF_F000_0000,
         pie_base=0x0000_AAAA_AAAA_0000,
         interp_base_gap=0,
-        minsigstksz=5120,
+        minsigstksz=AARCH64_MINSIGSTKSZ,
     ),
     # riscv64: Sv39, TASK_SIZE = 256 GiB.
     "riscv64": LinuxArch(

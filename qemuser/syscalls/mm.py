@@ -361,7 +361,7 @@ def madvise(proc: Process, addr: int, length: int, advice: int) -> int:
             m = mem.find(pos)
             assert m is not None
             end = min(m.end, addr + size)
-            if not m.shared:
+            if not m.shared and m.backed:  # a reservation reads as zero already
                 if m.name and advice == 4:
                     # a private file page goes back to the file's contents
                     mem.write_init(pos, _file_contents(m, pos, end - pos))

@@ -24,10 +24,17 @@ import errno
 import os
 import socket as host_socket
 import struct
+import time
 
 from qemuser.loader.memory import GuestFault
 from qemuser.syscalls.abi.layout import Layout
-from qemuser.syscalls.fs import host_syscall, read_iovec
+from qemuser.syscalls.fs import (
+    _check_scatter,
+    _check_writable,
+    _scatter,
+    host_syscall,
+    read_iovec,
+)
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import (
     FD,
@@ -41,6 +48,13 @@ from qemuser.syscalls.registry import (
     OutBuf,
     s32,
     syscall,
+)
+from qemuser.syscalls.time import (
+    NS_PER_SECOND,
+    TIMESPEC_IN,
+    field_int,
+    read_timespec,
+    write_timespec,
 )
 
 # x86_64 host system-call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
@@ -467,13 +481,13 @@ def parse_control(data: bytes, strict: bool = True) -> list[tuple[int, int, byte
     offset = 0
     while offset + CMSGHDR.size <= len(data):
         header = CMSGHDR.unpack(data[offset:])
-        length = int(header["cmsg_len"])  # type: ignore[call-overload]
+        length = field_int(header, "cmsg_len")
         if length < CMSGHDR.size or offset + length > len(data):
             if not strict:
                 break
             raise OSError(errno.EINVAL, "bad cmsg_len")
         payload = data[offset + CMSGHDR.size : offset + length]
-        messages.append((int(header["cmsg_level"]), int(header["cmsg_type"]), payload))  # type: ignore[call-overload]
+        messages.append((field_int(header, "cmsg_level"), field_int(header, "cmsg_type"), payload))
         offset += cmsg_align(length)
     return messages
 
@@ -613,6 +627,8 @@ def recvfrom(
 ) -> int:
     capacity = read_length(proc, length_ptr) if addr else 0
     size = min(length, MAX_TRANSFER)
+    # a buffer the guest cannot take fails before the data is consumed, as in Linux
+    _check_writable(proc, buf, size)
     payload = ctypes.create_string_buffer(max(size, 1))
     name = ctypes.create_string_buffer(SOCKADDR_STORAGE_SIZE)
     name_length = (ctypes.c_uint32 * 1)(SOCKADDR_STORAGE_SIZE)
@@ -634,54 +650,52 @@ def _guest_iovec(proc: Process, iov: int, count: int) -> list[tuple[int, int]]:
 
 
 def _send_one(proc: Process, fd: int, header: dict[str, object], flags: int) -> int:
-    namelen = int(header["msg_namelen"])  # type: ignore[call-overload]
-    name_addr = int(header["msg_name"])  # type: ignore[call-overload]
+    namelen = field_int(header, "msg_namelen")
+    name_addr = field_int(header, "msg_name")
     name = read_sockaddr(proc, name_addr, namelen) if name_addr else None
-    vecs = _guest_iovec(proc, int(header["msg_iov"]), int(header["msg_iovlen"]))  # type: ignore[call-overload]
+    vecs = _guest_iovec(proc, field_int(header, "msg_iov"), field_int(header, "msg_iovlen"))
     data = b"".join(proc.mem.read(base, length) for base, length in vecs)
-    control_length = int(header["msg_controllen"])  # type: ignore[call-overload]
+    control_length = field_int(header, "msg_controllen")
     control = b""
     if control_length:
         if control_length > MAX_CONTROL:
             raise OSError(errno.ENOBUFS, "control buffer too large")
         # SCM_RIGHTS fds and SCM_CREDENTIALS ids mean the same on both sides: the guest's fds
         # are the host's. The messages are re-laid so that a malformed one fails here.
-        raw = proc.mem.read(int(header["msg_control"]), control_length)  # type: ignore[call-overload]
+        raw = proc.mem.read(field_int(header, "msg_control"), control_length)
         control = build_control(parse_control(raw))
     message = HostMessage(name, len(name) if name else 0, data, len(data), control, len(control))
     return host_syscall(HOST_SYS_SENDMSG, fd, message.header, flags)
 
 
 def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], flags: int) -> int:
-    name_addr = int(header["msg_name"])  # type: ignore[call-overload]
-    name_capacity = int(header["msg_namelen"]) if name_addr else 0  # type: ignore[call-overload]
+    name_addr = field_int(header, "msg_name")
+    name_capacity = field_int(header, "msg_namelen") if name_addr else 0
     if name_capacity < 0:
         raise OSError(errno.EINVAL, "negative msg_namelen")
-    vecs = _guest_iovec(proc, int(header["msg_iov"]), int(header["msg_iovlen"]))  # type: ignore[call-overload]
+    vecs = _guest_iovec(proc, field_int(header, "msg_iov"), field_int(header, "msg_iovlen"))
     size = min(sum(length for _, length in vecs), MAX_TRANSFER)
-    control_addr = int(header["msg_control"])  # type: ignore[call-overload]
-    control_capacity = min(int(header["msg_controllen"]), MAX_CONTROL) if control_addr else 0  # type: ignore[call-overload]
+    _check_scatter(proc, vecs)
+    control_addr = field_int(header, "msg_control")
+    control_capacity = min(field_int(header, "msg_controllen"), MAX_CONTROL) if control_addr else 0
     message = HostMessage(
         None, SOCKADDR_STORAGE_SIZE if name_addr else 0, None, size, None, control_capacity
     )
     count = host_syscall(HOST_SYS_RECVMSG, fd, message.header, flags)
     result = message.result_header()
-    data = message.data.raw[: min(count, size)]
-    offset = 0
-    for base, length in vecs:
-        if offset >= len(data):
-            break
-        proc.mem.write(base, data[offset : offset + length])
-        offset += length
-    out_flags = int(result["msg_flags"])  # type: ignore[call-overload]
+    _scatter(proc, vecs, message.data.raw[: min(count, size)])
+    out_flags = field_int(result, "msg_flags")
     control = b""
     if control_capacity:
-        used = int(result["msg_controllen"])  # type: ignore[call-overload]
+        used = field_int(result, "msg_controllen")
         control, cut = control_to_guest(message.control.raw[:used], control_capacity)
         if cut:
             out_flags |= 0x8  # MSG_CTRUNC
         proc.mem.write(control_addr, control)
-    name_length = int(result["msg_namelen"]) if name_addr else 0  # type: ignore[call-overload]
+    # Without a name buffer Linux leaves msg_namelen as the guest set it.
+    name_length = (
+        field_int(result, "msg_namelen") if name_addr else field_int(header, "msg_namelen")
+    )
     if name_addr and name_capacity:
         proc.mem.write(name_addr, message.name.raw[: min(name_length, name_capacity)])
     header = dict(header, msg_namelen=name_length, msg_controllen=len(control), msg_flags=out_flags)
@@ -721,10 +735,17 @@ def sendmmsg(proc: Process, fd: int, vector: int, count: int, flags: int) -> int
     return sent
 
 
-@syscall("recvmmsg", FD, PTR, INT, MSG_FLAGS, PTR)
+@syscall("recvmmsg", FD, PTR, INT, MSG_FLAGS, TIMESPEC_IN)
 def recvmmsg(proc: Process, fd: int, vector: int, count: int, flags: int, timeout: int) -> int:
     """Each message in turn; after the first, MSG_WAITFORONE makes the rest non-blocking.
-    (The timeout is checked only between messages, as the kernel does too.)"""
+    The timeout is checked only between messages, as the kernel does (man recvmmsg, BUGS),
+    and the time left is written back."""
+    deadline = None
+    if timeout:
+        sec, nsec = read_timespec(proc, timeout)
+        if sec < 0 or not 0 <= nsec < NS_PER_SECOND:
+            return -errno.EINVAL
+        deadline = time.monotonic_ns() + sec * NS_PER_SECOND + nsec
     received = 0
     for index in range(min(max(count, 0), UIO_MAXIOV)):
         entry = vector + index * MMSGHDR.size
@@ -739,6 +760,10 @@ def recvmmsg(proc: Process, fd: int, vector: int, count: int, flags: int, timeou
         received += 1
         if flags & MSG_WAITFORONE:
             flags |= MSG_DONTWAIT
+        if deadline is not None and time.monotonic_ns() >= deadline:
+            break
+    if deadline is not None:
+        write_timespec(proc, timeout, max(deadline - time.monotonic_ns(), 0))
     return received
 
 
@@ -750,8 +775,8 @@ def _filter_program_to_host(proc: Process, value: bytes) -> tuple[bytes, ctypes.
     if len(value) < SOCK_FPROG.size:
         raise OSError(errno.EINVAL, "short sock_fprog")
     program = SOCK_FPROG.unpack(value)
-    count = int(program["len"])  # type: ignore[call-overload]
-    code = proc.mem.read(int(program["filter"]), count * SOCK_FILTER_SIZE)  # type: ignore[call-overload]
+    count = field_int(program, "len")
+    code = proc.mem.read(field_int(program, "filter"), count * SOCK_FILTER_SIZE)
     copy = ctypes.create_string_buffer(code, max(len(code), 1))
     return SOCK_FPROG.pack(len=count, filter=ctypes.addressof(copy)), copy
 

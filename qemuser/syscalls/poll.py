@@ -21,7 +21,7 @@ from qemuser.syscalls.fs import host_syscall
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import INT, PTR, ULONG, ArgKind, StructIn, syscall
 from qemuser.syscalls.sigstate import UNBLOCKABLE
-from qemuser.syscalls.time import TIMESPEC_IN, read_timespec, wait_unless_signalled
+from qemuser.syscalls.time import TIMESPEC_IN, field_int, read_timespec, wait_unless_signalled
 
 HOST_SYS_PSELECT6 = 270  # x86_64
 HOST_SYS_PPOLL = 271
@@ -69,16 +69,18 @@ class PollFds(ArgKind):
         shown = []
         for index in range(count):
             entry = POLLFD.unpack(data[index * POLLFD.size :])
-            text = f"{{fd={entry['fd']}, events={poll_events_text(int(entry['events']) & 0xFFFF)}"  # type: ignore[call-overload]
+            events = poll_events_text(field_int(entry, "events") & 0xFFFF)
+            text = f"{{fd={entry['fd']}, events={events}"
             if result > 0 and entry["revents"]:
-                text += f", revents={poll_events_text(int(entry['revents']) & 0xFFFF)}"  # type: ignore[call-overload]
+                revents = poll_events_text(field_int(entry, "revents") & 0xFFFF)
+                text += f", revents={revents}"
             shown.append(text + "}")
         return "[" + ", ".join(shown) + ("..." if args[1] > 16 else "") + "]"
 
 
 def _show_argpack(proc: Process, addr: int) -> str:
     pack = SIGSET_ARGPACK.unpack(proc.mem.read(addr, SIGSET_ARGPACK.size))
-    return f"{{p={int(pack['p']):#x}, size={pack['size']}}}"  # type: ignore[call-overload]
+    return f"{{p={field_int(pack, 'p'):#x}, size={pack['size']}}}"
 
 
 # ---- the wait --------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ def pselect6(
     mask = None
     if argpack:
         pack = SIGSET_ARGPACK.unpack(proc.mem.read(argpack, SIGSET_ARGPACK.size))
-        mask = read_guest_sigmask(proc, int(pack["p"]), int(pack["size"]))  # type: ignore[call-overload]
+        mask = read_guest_sigmask(proc, field_int(pack, "p"), field_int(pack, "size"))
     size = _fd_set_size(count)
     sets = [
         (addr, ctypes.create_string_buffer(proc.mem.read(addr, size), max(size, 1)) if addr else 0)

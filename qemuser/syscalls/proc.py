@@ -22,6 +22,7 @@ from qemuser.syscalls.registry import (
     s32,
     syscall,
 )
+from qemuser.syscalls.time import field_int
 
 
 @syscall("exit", INT, ret=Ret.NONE)
@@ -276,7 +277,7 @@ _emulated_limits: dict[int, tuple[int, int]] = {}
 
 def _read_rlimit(proc: Process, addr: int) -> tuple[int, int]:
     fields = RLIMIT64.unpack(proc.mem.read(addr, RLIMIT64.size))
-    return int(fields["rlim_cur"]), int(fields["rlim_max"])  # type: ignore[call-overload]
+    return field_int(fields, "rlim_cur"), field_int(fields, "rlim_max")
 
 
 def _write_rlimit(proc: Process, addr: int, soft: int, hard: int) -> None:
@@ -677,7 +678,9 @@ def prctl(proc: Process, option: int, a2: int, a3: int, a4: int, a5: int) -> int
     if option == PR_SET_NAME:
         name = proc.mem.read_cstr(a2, TASK_COMM_LEN)[: TASK_COMM_LEN - 1]
         proc.thread_name = name
-        _host_prctl(PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(name, 16)))
+        # the host's comm too (ps, top, /proc/<pid>/comm); the buffer must outlive the call
+        host_name = ctypes.create_string_buffer(name, TASK_COMM_LEN)
+        _host_prctl(PR_SET_NAME, ctypes.addressof(host_name))
         return 0
     if option == PR_GET_NAME:
         proc.mem.write(a2, proc.thread_name.ljust(TASK_COMM_LEN, b"\0")[:TASK_COMM_LEN])

@@ -53,7 +53,7 @@ from qemuser.loader.stack import (
 )
 from qemuser.syscalls.abi.fcntl import OpenFlagCodec
 from qemuser.syscalls.config import RunConfig
-from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, hwcaps
+from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, emulate_riscv_time_read, hwcaps
 from qemuser.syscalls.numbers import numbers_for
 from qemuser.syscalls.registry import (
     MASK64,
@@ -820,6 +820,12 @@ class Process:
                 if self.signals.pending or self.sched.current.state != "runnable":
                     self.uc.emu_stop()  # the run loop delivers them / switches threads
                 return
+            if (
+                intno == 2
+                and self.spec.name == "riscv64"
+                and emulate_riscv_time_read(self.uc, self.uc.reg_read(self.spec.pc) - 4)
+            ):
+                return  # rdtime: unicorn has no time source; pc is already past it
             self.pending_fatal = self._trap_signal(intno)
             self.uc.emu_stop()
         except BaseException as exc:  # carried out of emu_start by run()

@@ -102,7 +102,12 @@ def status(proc: Process) -> bytes:
     return b"".join(out)
 
 
+def comm(proc: Process) -> bytes:
+    return _guest_comm(proc) + b"\n"
+
+
 _SELF_FILES = {
+    b"comm": comm,
     b"stat": stat,
     b"status": status,
     b"maps": maps,

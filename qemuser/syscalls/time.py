@@ -11,10 +11,17 @@ import os
 import time
 from collections.abc import Callable
 
+from qemuser.syscalls import hostio
 from qemuser.syscalls.abi.layout import Layout
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import PTR, Enum, Flags, StructIn, StructOut, syscall
-from qemuser.syscalls.sigstate import SignalInterrupt
+from qemuser.syscalls.sigstate import (
+    DEFAULT_IGNORE,
+    SIG_DFL,
+    SIG_IGN,
+    SignalInterrupt,
+    bit,
+)
 
 CLOCK_NAMES = {
     0: "CLOCK_REALTIME",
@@ -45,9 +52,17 @@ TMS = Layout(
 NS_PER_SECOND = 1_000_000_000
 
 
+def field_int(fields: dict[str, object], name: str) -> int:
+    """An integer field of a Layout.unpack result, typed as such."""
+    value = fields[name]
+    if not isinstance(value, int):
+        raise TypeError(f"field {name} is not an integer")
+    return value
+
+
 def read_timespec(proc: Process, addr: int) -> tuple[int, int]:
     fields = TIMESPEC.unpack(proc.mem.read(addr, TIMESPEC.size))
-    return int(fields["tv_sec"]), int(fields["tv_nsec"])  # type: ignore[call-overload]
+    return field_int(fields, "tv_sec"), field_int(fields, "tv_nsec")
 
 
 def write_timespec(proc: Process, addr: int, ns: int) -> None:
@@ -55,16 +70,30 @@ def write_timespec(proc: Process, addr: int, ns: int) -> None:
     proc.mem.write(addr, TIMESPEC.pack(tv_sec=sec, tv_nsec=nsec))
 
 
-def wait_unless_signalled(proc: Process, wait: Callable[[], int]) -> int | None:
-    """Run a blocking `wait()`; None when a signal the guest can take now cut it short.
+def signal_ends_wait(proc: Process) -> bool:
+    """Whether a pending signal ends an interruptible wait, as in Linux: one the guest does
+    not block and that does something (a handler, or a default action other than ignore)."""
+    for pending in list(proc.signals.pending):
+        if proc.signals.mask & bit(pending.signo):
+            continue
+        handler = proc.signals.action(pending.signo).handler
+        if handler == SIG_IGN or (handler == SIG_DFL and pending.signo in DEFAULT_IGNORE):
+            continue
+        return True
+    return False
 
-    A host signal interrupts any wait (EINTR, or SignalInterrupt raised by the signal bridge
-    while a blocking call runs), but Linux ends a wait only for a signal that is not blocked:
-    for one the guest blocks, `wait()` is called again (it must compute its own time left).
+
+def wait_unless_signalled(proc: Process, wait: Callable[[], int]) -> int | None:
+    """Run a blocking `wait()`; None when a signal cut it short (see signal_ends_wait).
+
+    A host signal interrupts the host call under `wait()` whether or not the guest blocks it
+    (OSError(EINTR), or SignalInterrupt from code that waits in Python): for a signal that
+    should not end the wait, `wait()` runs again and must compute its own time left, so that
+    the guest's timeout is kept rather than restarted.
     """
     while True:
         try:
-            if proc.signals.deliverable():
+            if signal_ends_wait(proc):
                 return None
             return wait()
         except SignalInterrupt:
@@ -137,8 +166,9 @@ def clock_nanosleep(proc: Process, clock: int, flags: int, req: int, rem: int) -
         target += time.clock_gettime_ns(host_clock)
 
     def sleep() -> int:
-        while (remaining := target - time.clock_gettime_ns(host_clock)) > 0:
-            time.sleep(remaining / NS_PER_SECOND)
+        # hostio's sleep reports EINTR (time.sleep would resume by itself, PEP 475); an
+        # absolute target keeps the deadline across the retries of a blocked signal
+        hostio.clock_nanosleep(host_clock, True, *divmod(target, NS_PER_SECOND))
         return 0
 
     if wait_unless_signalled(proc, sleep) is not None:

@@ -5,6 +5,7 @@ Linux (x86_64), in an empty directory: the file system behaves the same for ever
 and the fixtures print only values that do not depend on the machine.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,12 @@ F_SETFL O_APPEND|O_NONBLOCK: 0
 F_SETFL cannot change the access mode: 1
 F_GETFL on a directory has O_DIRECTORY: 1
 F_GETFL O_PATH|O_NOFOLLOW: 1
+close_range CLOEXEC 70-71: 0
+  cloexec 70 71 72: 110
+close_range 71-~0: 0
+  70 open, 71 and 72 closed: 1
+close_range first > last: -1 EINVAL
+close_range bad flags: -1 EINVAL
 fcntl bad fd: -1 EBADF
 fcntl bad cmd: -1 EINVAL
 pipe2 O_CLOEXEC|O_NONBLOCK: 0
@@ -313,6 +320,25 @@ sendfile from the position: 2
   src position 3
   pipe got "67812"
 sendfile from a pipe: -1 EINVAL
+== fadvise, readahead, sync_file_range, xattrs
+posix_fadvise SEQUENTIAL: 0
+posix_fadvise on a pipe: ESPIPE
+posix_fadvise bad advice: EINVAL
+readahead: 0
+readahead on a pipe: -1 EINVAL
+sync_file_range: 0
+sync_file_range bad flags: -1 EINVAL
+setxattr then getxattr round trip (or unsupported): 1
+getxattr size query (or unsupported): 1
+listxattr has it (or unsupported): 1
+fgetxattr (or unsupported): 1
+XATTR_CREATE again (or unsupported): 1
+getxattr too small (or unsupported): 1
+fremovexattr (or unsupported): 1
+getxattr missing attribute: 1
+getxattr missing file: -1 ENOENT
+lgetxattr on a link (user.* not allowed there): 1
+setxattr bad flags: -1 EINVAL
 == ioctl
 isatty(file): 0
   errno is ENOTTY: 1
@@ -328,6 +354,8 @@ FIONBIO 0: 0
   nonblocking: 0
 FIONREAD on a file: 0
   bytes left: 4
+FIGETBSZ: 0
+  block size is a power of two >= 512: 1
 unknown ioctl: -1 ENOTTY
 ioctl bad fd: -1 EBADF
 posix_openpt: 1
@@ -458,26 +486,35 @@ def test_file_system_errors_are_linux_errno(arch: str, flavour: str, tmp_path: P
 PROBE_DIR = "/qemuser-sysroot-probe"  # absent from the host: only the sysroot has it
 
 
-@pytest.mark.parametrize(("arch", "flavour"), [("aarch64", "dynamic"), ("riscv64", "static")])
+@pytest.mark.parametrize(
+    ("arch", "flavour", "given_by"),
+    [("aarch64", "dynamic", "-L"), ("riscv64", "static", "QEMU_LD_PREFIX")],
+)
 def test_absolute_paths_resolve_inside_the_sysroot_first(
-    arch: str, flavour: str, tmp_path: Path
+    arch: str, flavour: str, given_by: str, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     (root / PROBE_DIR.lstrip("/")).mkdir(parents=True)
     (root / PROBE_DIR.lstrip("/") / "file").write_text("inside the sysroot")
     (root / PROBE_DIR.lstrip("/") / "link").symlink_to("lib-target")
+    program = fixture_path(arch, "fs_ops", flavour)
+    (root / PROBE_DIR.lstrip("/") / "prog").write_bytes(program.read_bytes())
+    (root / PROBE_DIR.lstrip("/") / "prog").chmod(0o755)
     # a dynamic guest still needs its loader and libc from the sysroot
     (root / "lib").symlink_to(f"/usr/{arch}-linux-gnu/lib")
     work = tmp_path / "work"
     work.mkdir()
     assert not Path(PROBE_DIR).exists()
+    by_option = given_by == "-L"
     result = run_guest(
         arch,
-        fixture_path(arch, "fs_ops", flavour),
+        program,
         "sysroot",
         f"{PROBE_DIR}/file",
         f"{PROBE_DIR}/link",
-        options=("-L", str(root)),
+        f"{PROBE_DIR}/prog",
+        options=("-L", str(root)) if by_option else (),
+        env=None if by_option else {**os.environ, "QEMU_LD_PREFIX": str(root)},
         cwd=work,
     )
     assert result.stderr == b""
@@ -490,6 +527,8 @@ def test_absolute_paths_resolve_inside_the_sysroot_first(
         b'  target "lib-target"\n'
         b"lstat in the sysroot is a link: 1\n"
         b'absolute path missing from the sysroot: "host file"\n'
+        b"exec'd program runs\n"
+        b"exec from the sysroot: exit status: 7\n"
     )
     assert result.returncode == 0
     # a name the guest creates goes where it said, not into the sysroot
@@ -504,10 +543,12 @@ def test_without_the_sysroot_the_probe_is_missing(tmp_path: Path) -> None:
         "sysroot",
         f"{PROBE_DIR}/file",
         f"{PROBE_DIR}/link",
+        f"{PROBE_DIR}/prog",
         options=("-L", str(tmp_path)),
         cwd=tmp_path,
     )
     assert result.stdout.startswith(
         b"open in the sysroot: -1 ENOENT\nstat in the sysroot: -1 ENOENT\n"
     )
+    assert result.stdout.endswith(b"execl: -1 ENOENT\nexec from the sysroot: exit status: 1\n")
     assert result.returncode == 0

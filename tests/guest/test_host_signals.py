@@ -1,6 +1,7 @@
 """Signals sent to the emulator's process reach the guest's handlers, whatever it is doing."""
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -23,8 +24,12 @@ def _wait_until_blocked_in_read(pid: int) -> None:
     raise AssertionError("the guest never blocked in read()")
 
 
-def _expect_line(process: subprocess.Popen, line: bytes) -> None:
+def _expect_line(process: subprocess.Popen, line: bytes, timeout: float = 60) -> None:
+    """The next line of the guest's output, within `timeout` seconds (a lost signal must
+    fail the test, not hang it)."""
     assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s; expected {line!r}"
     assert process.stdout.readline() == line
 
 

@@ -30,6 +30,8 @@ LINUX_OUTPUT = (
     "mprotect back: ok, pages rw rw rw, data kept yes\n"
     "mprotect unaligned: EINVAL, unknown bit: EINVAL\n"
     "mprotect over a hole: ENOMEM, pages r- r- --\n"
+    "64 GiB reservation: ok, commit: ok, pages -- -- --, data kept through PROT_NONE: yes\n"
+    "munmap reservation: ok\n"
     "generated code returned 7 then 9, page r-\n"
     "code rewritten in place returned 7 then 9\n"
     "mremap grow in place: ok, same address yes, pages rw rw\n"

@@ -43,6 +43,9 @@ recvfrom=12 data=datagram-one from_len=16 from-b=1
 MSG_TRUNC recv=10 data=0123
 sendmsg=14 recvmsg=14 parts=scat|ter-gather namelen=16 from-b=1 flags=0
 truncated recvmsg=5 data=a-lon flags=0x20
+sendmmsg=2 lens=5,7
+recvmmsg=2 lens=5,7 data=first,second!
+recvmmsg empty=EAGAIN
 SO_ATTACH_FILTER=ok filtered recv=EAGAIN SO_DETACH_FILTER=ok unfiltered recv=4 data=kept
 recv with SO_RCVTIMEO=EAGAIN waited-enough=1
 socketpair=ok

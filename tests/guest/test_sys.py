@@ -70,7 +70,7 @@ priority fifo=1..99 other=0..0 bad policy=EINVAL
 getscheduler=0 setscheduler other=ok rr_get_interval=ok in-range=1
 getcpu=ok cpu-in-set=1 node-set=1
 sysinfo=ok uptime-positive=1 procs-positive=1 totalram-pages={total_pages}
-PR_SET_NAME=0 name=qemuser-test
+PR_SET_NAME=0 name=qemuser-test /proc/self/comm=qemuser-test
 long name=a-name-longer-t
 dumpable=1 after 0=0 after 1=1
 pdeathsig=10 cleared=0

@@ -170,3 +170,28 @@ def test_riscv64_open_flags_pass_through() -> None:
     every = sum(GENERIC_FLAGS.values())
     assert codec.to_host(every) == every
     assert codec.to_guest(every) == every
+
+
+def test_ioctl_struct_sizes_match_the_size_in_their_request_number() -> None:
+    from qemuser.syscalls.ioctl import IN, OUT, REQUESTS, VALUE
+
+    # FS_IOC_GETFLAGS/SETFLAGS are declared with `long` but the kernel moves an int; TIOCSIG
+    # and FICLONE are declared _IOW(int) but take the int itself
+    declared_long = {termios.FS_IOC_GETFLAGS, termios.FS_IOC_SETFLAGS}
+    for number, request in REQUESTS.items():
+        encoded_size = number >> 16 & 0x3FFF
+        if number >> 30 and number not in declared_long and request.passing != VALUE:
+            assert request.layout is not None, request.name
+            assert request.layout.size == encoded_size, request.name
+        if request.passing in (IN, OUT):
+            assert request.layout is not None, request.name
+
+
+def test_linux_dirent64_records_keep_their_lengths() -> None:
+    from qemuser.syscalls.abi.dirent import DIRENT64, guest_dirents
+
+    assert DIRENT64.size == 19
+    assert DIRENT64.offsets == {"d_ino": 0, "d_off": 8, "d_reclen": 16, "d_type": 18}
+    first = DIRENT64.pack(d_ino=5, d_off=1, d_reclen=24, d_type=4) + b".\0" + bytes(3)
+    second = DIRENT64.pack(d_ino=9, d_off=2, d_reclen=32, d_type=8) + b"file.txt\0" + bytes(4)
+    assert guest_dirents(first + second) == first + second

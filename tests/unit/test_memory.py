@@ -137,3 +137,21 @@ def test_write_only_pages_read_as_well(mem: AddressSpace) -> None:
     mem.write(0x2000_0000, b"wo")
     assert mem.read(0x2000_0000, 2) == b"wo"
     assert mem.mappings()[0].prot == PROT_WRITE  # /proc/self/maps still says -w-p
+
+
+def test_reservations_get_memory_only_when_made_accessible(mem: AddressSpace) -> None:
+    huge = 1 << 40  # far more than the host would lend in one piece
+    mem.map(0x1_0000_0000, huge, PROT_NONE)
+    middle = 0x1_0000_0000 + huge // 2
+    assert mem.protect(middle, PAGE, PROT_READ | PROT_WRITE)
+    mem.write(middle, b"committed")
+    assert mem.protect(middle, PAGE, PROT_NONE)
+    assert mem.protect(middle, PAGE, PROT_READ)
+    assert mem.read(middle, 9) == b"committed"
+    assert [(m.backed, m.prot) for m in mem.mappings()] == [
+        (False, PROT_NONE),
+        (True, PROT_READ),
+        (False, PROT_NONE),
+    ]
+    mem.unmap(0x1_0000_0000, huge)
+    assert mem.mappings() == []

@@ -1,10 +1,11 @@
-"""Terminal ioctls: request numbers from include/uapi/asm-generic/ioctls.h, structs from
+"""Terminal and file ioctls: request numbers from include/uapi/asm-generic/ioctls.h, structs from
 include/uapi/asm-generic/termbits.h (struct termios, struct termios2) and
 include/uapi/asm-generic/termios.h (struct winsize).
 
 aarch64 and riscv64 use these generic headers unchanged, and so does the x86_64 host (its
 asm/ioctls.h and asm/termbits.h include the generic ones), so requests and flag bits keep their
-values; the structs are still decoded and re-encoded field by field through these layouts.
+values; the file requests at the end (include/uapi/linux/fs.h) are architecture-independent
+too. The structs are still decoded and re-encoded field by field through these layouts.
 """
 
 from __future__ import annotations
@@ -101,3 +102,9 @@ FIONCLEX = 0x5450
 FIOCLEX = 0x5451
 FIOASYNC = 0x5452
 FIOQSIZE = 0x5460
+
+# include/uapi/linux/fs.h
+FIGETBSZ = 2  # _IO(0x00, 2)
+FS_IOC_GETFLAGS = _ioc(_IOC_READ, "f", 1, 8)  # declared with `long`, but the kernel moves an int
+FS_IOC_SETFLAGS = _ioc(_IOC_WRITE, "f", 2, 8)
+FICLONE = _ioc(_IOC_WRITE, chr(0x94), 9, 4)  # the argument is the source fd itself

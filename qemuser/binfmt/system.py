@@ -1,0 +1,198 @@
+"""Install and uninstall qemuser's handlers on this machine, safely and idempotently.
+
+Another handler that claims the same ELF files (Debian's qemu-aarch64 from qemu-user-binfmt, say)
+is a conflict: install refuses and names it, `--replace` saves its registration to the state
+directory and removes it, and uninstall registers it again exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from qemuser.binfmt.handler import HANDLER_PREFIX, Handler, claims, handler_for, parse_entry
+from qemuser.cpu import CpuSpec
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+STATE_DIR = Path(os.environ.get("QEMUSER_BINFMT_STATE", "/var/lib/qemuser/binfmt"))
+LIBEXEC_DIR = Path(os.environ.get("QEMUSER_BINFMT_LIBEXEC", "/usr/local/libexec/qemuser"))
+SPECIAL = ("register", "status")
+
+
+class BinfmtError(Exception):
+    """Something the user must fix: one line, non-zero exit."""
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    preserve_argv0: bool = False
+    credential: bool = False
+    persistent: bool = False
+    open_binary: bool = False
+    sysroot: str | None = None
+    replace: bool = False
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise BinfmtError("must be run as root (binfmt_misc handlers are system-wide)")
+
+
+def ensure_mounted(root: Path = BINFMT_DIR) -> None:
+    """Mount binfmt_misc at `root` when it is not there yet."""
+    if (root / "register").exists():
+        return
+    if not root.is_dir():
+        raise BinfmtError(f"{root} does not exist (kernel without binfmt_misc?)")
+    result = subprocess.run(
+        ["mount", "-t", "binfmt_misc", "binfmt_misc", str(root)], capture_output=True, text=True
+    )
+    if result.returncode != 0 or not (root / "register").exists():
+        reason = result.stderr.strip().splitlines()[-1:] or ["no register file"]
+        raise BinfmtError(f"cannot mount binfmt_misc on {root}: {reason[0]}")
+
+
+def entries(root: Path = BINFMT_DIR) -> list[Handler]:
+    """Every registered handler, by name."""
+    found = []
+    for path in sorted(root.iterdir()):
+        if path.name in SPECIAL:
+            continue
+        try:
+            found.append(parse_entry(path.name, path.read_text()))
+        except OSError:
+            continue  # removed meanwhile
+    return found
+
+
+def register(handler: Handler, root: Path = BINFMT_DIR) -> None:
+    try:
+        with open(root / "register", "w") as f:
+            f.write(handler.register_line())
+    except OSError as exc:
+        raise BinfmtError(f"cannot register {handler.name}: {exc.strerror}") from None
+    if not handler.enabled:
+        (root / handler.name).write_text("0")
+
+
+def remove(name: str, root: Path = BINFMT_DIR) -> None:
+    path = root / name
+    if path.exists():
+        path.write_text("-1")
+
+
+def interpreter_path(spec: CpuSpec, libexec: Path = LIBEXEC_DIR) -> Path:
+    return libexec / f"qemuser-binfmt-{spec.name}"
+
+
+def write_interpreter(spec: CpuSpec, options: InstallOptions, libexec: Path = LIBEXEC_DIR) -> Path:
+    """The program the kernel runs: this Python, our interpreter module, and the install's
+    choices baked in (so they hold also where /proc/sys/fs/binfmt_misc cannot be read)."""
+    path = interpreter_path(spec, libexec)
+    libexec.mkdir(parents=True, exist_ok=True)
+    settings = {"arch": spec.name, "sysroot": options.sysroot}
+    text = (
+        f"#!{sys.executable}\n"
+        "# Written by qemuser-binfmt install: the binfmt_misc interpreter for "
+        f"{spec.name}.\n"
+        "import sys\n"
+        "from qemuser.binfmt.interpreter import main\n"
+        f"sys.exit(main({json.dumps(settings)!r}))\n"
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+    return path
+
+
+def _saved_path(spec: CpuSpec, state: Path) -> Path:
+    return state / f"{spec.name}.replaced.json"
+
+
+def conflicts(spec: CpuSpec, root: Path = BINFMT_DIR) -> list[Handler]:
+    """Handlers other than ours that claim this architecture's ELF files."""
+    ours = HANDLER_PREFIX + spec.name
+    return [h for h in entries(root) if h.name != ours and claims(h, spec)]
+
+
+def install(
+    spec: CpuSpec,
+    options: InstallOptions,
+    root: Path = BINFMT_DIR,
+    state: Path = STATE_DIR,
+    libexec: Path = LIBEXEC_DIR,
+) -> str:
+    """Register qemuser's handler for `spec`; returns what was done, in one line."""
+    from qemuser.binfmt.handler import flags_for
+
+    others = conflicts(spec, root)
+    if others and not options.replace:
+        names = ", ".join(f"{h.name} ({h.interpreter})" for h in others)
+        raise BinfmtError(f"{spec.name}: already claimed by {names}; use --replace to take over")
+    if others:
+        state.mkdir(parents=True, exist_ok=True)
+        saved = _saved_path(spec, state)
+        previous = json.loads(saved.read_text()) if saved.exists() else []
+        known = {entry["name"] for entry in previous}
+        for h in others:
+            if h.name not in known:
+                entry = asdict(h)
+                entry["magic"] = h.magic.hex()
+                entry["mask"] = h.mask.hex() if h.mask is not None else None
+                previous.append(entry)
+        saved.write_text(json.dumps(previous, indent=1))
+        for h in others:
+            remove(h.name, root)
+    interpreter = write_interpreter(spec, options, libexec)
+    flags = flags_for(
+        preserve_argv0=options.preserve_argv0,
+        credential=options.credential,
+        persistent=options.persistent,
+        open_binary=options.open_binary,
+    )
+    wanted = handler_for(spec, str(interpreter), flags)
+    current = {h.name: h for h in entries(root)}.get(wanted.name)
+    if current is not None and _same(current, wanted):
+        return f"{wanted.name}: already installed ({interpreter}, flags '{flags}')"
+    if current is not None:
+        remove(wanted.name, root)
+    register(wanted, root)
+    taken = f", replacing {', '.join(h.name for h in others)}" if others else ""
+    return f"{wanted.name}: installed ({interpreter}, flags '{flags}'){taken}"
+
+
+def _same(a: Handler, b: Handler) -> bool:
+    return (a.interpreter, sorted(a.flags), a.offset, a.magic, a.mask, a.enabled) == (
+        b.interpreter,
+        sorted(b.flags),
+        b.offset,
+        b.magic,
+        b.mask,
+        b.enabled,
+    )
+
+
+def uninstall(spec: CpuSpec, root: Path = BINFMT_DIR, state: Path = STATE_DIR) -> str:
+    """Remove qemuser's handler for `spec` and give back the handlers it replaced."""
+    name = HANDLER_PREFIX + spec.name
+    done = []
+    if (root / name).exists():
+        remove(name, root)
+        done.append(f"{name}: removed")
+    saved = _saved_path(spec, state)
+    if saved.exists():
+        present = {h.name for h in entries(root)}
+        for entry in json.loads(saved.read_text()):
+            entry["magic"] = bytes.fromhex(entry["magic"])
+            entry["mask"] = bytes.fromhex(entry["mask"]) if entry["mask"] is not None else None
+            handler = Handler(**entry)
+            if handler.name not in present:
+                register(handler, root)
+                done.append(f"{handler.name}: restored")
+        saved.unlink()
+    return "; ".join(done) if done else f"{name}: not installed"
