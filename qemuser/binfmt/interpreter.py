@@ -1,25 +1,20 @@
-"""The program binfmt_misc runs for a foreign binary: the kernel's argv becomes a RunConfig.
+"""The Python half of the binfmt interpreter (launcher.c is the native half the kernel runs).
 
 The kernel runs `interpreter [argv0-if-P] ...` as follows (fs/binfmt_misc.c):
   without P: interpreter, filename, argv[1], argv[2], ...      (argv[0] is lost; qemu uses filename)
   with P:    interpreter, filename, argv[0], argv[1], ...
 Linux >= 5.12 tells which with AT_FLAGS bit 0 in the interpreter's own auxv. With O (and C, which
-implies it) the kernel also passes an open fd of the binary as AT_EXECFD. Our interpreter is a
-script (see system.write_interpreter), so sys.argv[0] is the script and filename is sys.argv[1];
-the auxv is that of the Python running it, which the kernel built with the same flags.
+implies it) the kernel also passes an open fd of the binary as AT_EXECFD. The launcher reads both
+from its auxv and passes them on as options before `--`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
 from dataclasses import dataclass
 
-AT_NULL = 0
-AT_EXECFD = 2
-AT_FLAGS = 8
 AT_FLAGS_PRESERVE_ARGV0 = 1
 
 
@@ -33,48 +28,74 @@ class KernelCall:
     preserve_argv0: bool
 
 
-def read_auxv(path: str = "/proc/self/auxv") -> dict[int, int]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
-    auxv = {}
-    for key, value in struct.iter_unpack("<QQ", data[: len(data) // 16 * 16]):
-        if key == AT_NULL:
-            break
-        auxv[key] = value
-    return auxv
+@dataclass(frozen=True)
+class LauncherArgs:
+    """What the native launcher (launcher.c) read from its own auxv and from the chroot."""
+
+    at_flags: int
+    exec_fd: int | None
+    root_fd: int | None  # the caller's chroot root, when it ran inside one
+    cwd_fd: int | None
+    rest: list[bytes]  # the kernel's arguments after the interpreter: filename, ...
 
 
-def preserve_flag_from_proc(arch: str) -> bool:
-    """Older kernels lack AT_FLAGS: read our handler's flags, when binfmt_misc is visible."""
-    try:
-        with open(f"/proc/sys/fs/binfmt_misc/qemuser-{arch}") as f:
-            text = f.read()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags:"):
-            return "P" in line
-    return False
+def parse_launcher_args(args: list[bytes]) -> LauncherArgs:
+    values = {b"--at-flags": 0, b"--execfd": -1, b"--root-fd": -1, b"--cwd-fd": -1}
+    index = 0
+    while index < len(args) and args[index] != b"--":
+        key = args[index]
+        if key not in values or index + 1 >= len(args):
+            raise ValueError(f"bad launcher argument {key!r}")
+        values[key] = int(args[index + 1])
+        index += 2
+    if index >= len(args):
+        raise ValueError("launcher arguments lack '--'")
+
+    def fd(key: bytes) -> int | None:
+        return values[key] if values[key] >= 0 else None
+
+    return LauncherArgs(
+        at_flags=values[b"--at-flags"],
+        exec_fd=fd(b"--execfd"),
+        root_fd=fd(b"--root-fd"),
+        cwd_fd=fd(b"--cwd-fd"),
+        rest=args[index + 1 :],
+    )
 
 
-def parse_kernel_call(args: list[bytes], auxv: dict[int, int], preserve: bool | None) -> KernelCall:
-    """`args` is our argv after the interpreter itself; `preserve` overrides AT_FLAGS (None: the
-    auxv decides)."""
+def parse_kernel_call(args: list[bytes], at_flags: int, exec_fd: int | None) -> KernelCall:
+    """`args` is the kernel's argv after the interpreter itself: filename, [argv0 if P], args."""
     if not args:
         raise ValueError("no binary given (this program is run by binfmt_misc)")
-    if preserve is None:
-        preserve = bool(auxv.get(AT_FLAGS, 0) & AT_FLAGS_PRESERVE_ARGV0)
+    preserve = bool(at_flags & AT_FLAGS_PRESERVE_ARGV0)
     filename = args[0]
-    if preserve and len(args) >= 2:
-        argv = args[1:]
-    else:
-        argv = [filename] + args[1:]
-    return KernelCall(
-        filename=filename, argv=argv, exec_fd=auxv.get(AT_EXECFD), preserve_argv0=preserve
-    )
+    argv = args[1:] if preserve and len(args) >= 2 else [filename] + args[1:]
+    return KernelCall(filename=filename, argv=argv, exec_fd=exec_fd, preserve_argv0=preserve)
+
+
+def preload() -> None:
+    """Import every module the emulator may need, before a chroot hides our files."""
+    import importlib
+    import pkgutil
+
+    import qemuser
+
+    for info in pkgutil.walk_packages(qemuser.__path__, "qemuser."):
+        if not info.name.startswith(("qemuser.cli", "qemuser.system")):
+            importlib.import_module(info.name)
+    for name in ("encodings.idna", "encodings.ascii", "encodings.latin_1"):
+        importlib.import_module(name)
+
+
+def enter_chroot(root_fd: int, cwd_fd: int | None) -> None:
+    """Go back into the caller's chroot, in its working directory."""
+    os.fchdir(root_fd)
+    os.chroot(".")
+    os.chdir("/")
+    if cwd_fd is not None:
+        os.fchdir(cwd_fd)
+        os.close(cwd_fd)
+    os.close(root_fd)
 
 
 def main(settings_json: str, args: list[str] | None = None) -> int:
@@ -87,14 +108,17 @@ def main(settings_json: str, args: list[str] | None = None) -> int:
     prog = f"qemuser-binfmt-{arch}"
     raw = [os.fsencode(a) for a in (sys.argv[1:] if args is None else args)]
     try:
-        auxv = read_auxv()
-        preserve = None if AT_FLAGS in auxv else preserve_flag_from_proc(arch)
-        call = parse_kernel_call(raw, auxv, preserve)
+        launcher = parse_launcher_args(raw)
+        call = parse_kernel_call(launcher.rest, launcher.at_flags, launcher.exec_fd)
         filename = os.fsdecode(call.filename)
         # QEMU_* variables apply as with qemu-user under binfmt (QEMU_LD_PREFIX, QEMU_STRACE...)
         opts, _, _ = parse_args(arch, ["--", filename])
         if settings.get("sysroot"):
             opts.sysroot = settings["sysroot"]
+        if launcher.root_fd is not None:
+            opts.sysroot = None  # the chroot is the guest's whole world
+            preload()
+            enter_chroot(launcher.root_fd, launcher.cwd_fd)
         check_log_file(opts.log_file)
         config = build_config(opts, filename, [])
         config.argv = call.argv
@@ -106,7 +130,7 @@ def main(settings_json: str, args: list[str] | None = None) -> int:
     except Done as done:
         print(done.text)
         return 0
-    except (UsageError, LoadError, ValueError) as exc:
+    except (UsageError, LoadError, ValueError, OSError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

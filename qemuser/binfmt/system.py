@@ -85,28 +85,51 @@ def remove(name: str, root: Path = BINFMT_DIR) -> None:
         path.write_text("-1")
 
 
+LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
+
+
 def interpreter_path(spec: CpuSpec, libexec: Path = LIBEXEC_DIR) -> Path:
+    """The registered interpreter: a static native launcher (see launcher.c)."""
     return libexec / f"qemuser-binfmt-{spec.name}"
 
 
+def build_launcher(target: Path) -> None:
+    """Compile launcher.c to a static binary at `target` unless it is up to date."""
+    if target.exists() and target.stat().st_mtime >= LAUNCHER_SOURCE.stat().st_mtime:
+        return
+    tmp = target.with_name(target.name + ".new")
+    command = ["cc", "-O2", "-static", "-o", str(tmp), str(LAUNCHER_SOURCE)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise BinfmtError("no C compiler (cc) to build the binfmt launcher") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["?"])[-1]
+        raise BinfmtError(f"cannot build the binfmt launcher: {last}")
+    tmp.chmod(0o755)
+    tmp.replace(target)
+
+
 def write_interpreter(spec: CpuSpec, options: InstallOptions, libexec: Path = LIBEXEC_DIR) -> Path:
-    """The program the kernel runs: this Python, our interpreter module, and the install's
-    choices baked in (so they hold also where /proc/sys/fs/binfmt_misc cannot be read)."""
+    """The program the kernel runs (the native launcher) and the Python script it executes, with
+    this Python, our interpreter module and the install's choices baked in."""
     path = interpreter_path(spec, libexec)
     libexec.mkdir(parents=True, exist_ok=True)
+    build_launcher(path)
     settings = {"arch": spec.name, "sysroot": options.sysroot}
     text = (
         f"#!{sys.executable}\n"
-        "# Written by qemuser-binfmt install: the binfmt_misc interpreter for "
+        "# Written by qemuser-binfmt install: run by the binfmt launcher for "
         f"{spec.name}.\n"
         "import sys\n"
         "from qemuser.binfmt.interpreter import main\n"
         f"sys.exit(main({json.dumps(settings)!r}))\n"
     )
-    tmp = path.with_suffix(".tmp")
+    script = path.with_name(path.name + ".py")
+    tmp = path.with_name(path.name + ".py.new")
     tmp.write_text(text)
     tmp.chmod(0o755)
-    tmp.replace(path)
+    tmp.replace(script)
     return path
 
 

@@ -421,6 +421,12 @@ class AddressSpace:
 
     # ---- guest memory access (for syscalls) --------------------------------------------------
 
+    def check_writable(self, address: int, size: int) -> None:
+        """GuestFault unless the guest may write all of [address, address+size): callers use
+        it to fail with EFAULT before consuming input they could not deliver."""
+        if size:
+            self._check(address, size, PROT_WRITE)
+
     def _check(self, address: int, size: int, needed: int) -> None:
         end = address + size
         while address < end:

@@ -270,16 +270,15 @@ def close_range(proc: Process, first: int, last: int, flags: int) -> int:
 MAX_RW_COUNT = 0x7FFFF000  # Linux caps one read/write at INT_MAX rounded down to a page
 
 
-def _check_writable(proc: Process, buf: int, count: int) -> None:
+def check_writable(proc: Process, buf: int, count: int) -> None:
     """Fail with EFAULT before consuming input that could not be delivered (as qemu-user)."""
-    if count:
-        proc.mem._check(buf, count, 2)
+    proc.mem.check_writable(buf, count)
 
 
 @syscall("read", FD, OutBuf(2), ULONG)
 def read(proc: Process, fd: int, buf: int, count: int) -> int:
     count = min(count, MAX_RW_COUNT)
-    _check_writable(proc, buf, count)
+    check_writable(proc, buf, count)
     data = hostio.read(fd, count)  # a signal interrupts it as on Linux (os.read retries)
     proc.mem.write(buf, data)
     return len(data)
@@ -295,7 +294,7 @@ def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     count = min(count, MAX_RW_COUNT)
-    _check_writable(proc, buf, count)
+    check_writable(proc, buf, count)
     data = os.pread(fd, count, offset)
     proc.mem.write(buf, data)
     return len(data)
@@ -326,7 +325,7 @@ def _iov_total(vecs: list[tuple[int, int]]) -> int:
     return min(sum(length for _, length in vecs), MAX_RW_COUNT)
 
 
-def _scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
+def scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
     pos = 0
     for base, length in vecs:
         if pos >= len(data):
@@ -336,9 +335,9 @@ def _scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
         pos += len(chunk)
 
 
-def _check_scatter(proc: Process, vecs: list[tuple[int, int]]) -> None:
+def check_scatter(proc: Process, vecs: list[tuple[int, int]]) -> None:
     for base, length in vecs:
-        _check_writable(proc, base, length)
+        check_writable(proc, base, length)
 
 
 def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
@@ -348,9 +347,9 @@ def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
 @syscall("readv", FD, PTR, INT)
 def readv(proc: Process, fd: int, iov: int, count: int) -> int:
     vecs = read_iovec(proc, iov, count)
-    _check_scatter(proc, vecs)
+    check_scatter(proc, vecs)
     data = os.read(fd, _iov_total(vecs))
-    _scatter(proc, vecs, data)
+    scatter(proc, vecs, data)
     return len(data)
 
 
@@ -378,12 +377,12 @@ def preadv2(
     proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
 ) -> int:
     vecs = read_iovec(proc, iov, count)
-    _check_scatter(proc, vecs)
+    check_scatter(proc, vecs)
     total = _iov_total(vecs)
     buffer = ctypes.create_string_buffer(max(total, 1))
     host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), total)
     n = host_syscall(HOST_SYS_PREADV2, fd, host_iov, 1, offset, 0, flags & 0xFFFF_FFFF)
-    _scatter(proc, vecs, buffer.raw[:n])
+    scatter(proc, vecs, buffer.raw[:n])
     return n
 
 
@@ -479,7 +478,7 @@ def faccessat2(proc: Process, dirfd: int, path: bytes | None, mode: int, flags: 
 @syscall("getdents64", FD, PTR, ULONG)
 def getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
     count = min(count, 1 << 20)
-    _check_writable(proc, dirp, count)
+    check_writable(proc, dirp, count)
     buffer = ctypes.create_string_buffer(max(count, 1))
     n = host_syscall(HOST_SYS_GETDENTS64, fd, buffer, count)
     proc.mem.write(dirp, guest_dirents(buffer.raw[:n]))

@@ -22,7 +22,7 @@ from qemuser.loader.elf import LoadError, arch_of_file, check_arch, read_elf_inf
 from qemuser.loader.memory import GuestFault
 from qemuser.syscalls import hostio
 from qemuser.syscalls.config import RunConfig
-from qemuser.syscalls.process import ExecRequest, Process
+from qemuser.syscalls.process import ExecRequest, Process, host_path_in
 from qemuser.syscalls.registry import DIRFD, INT, PATH, PTR, ULONG, Enum, Flags, syscall
 
 CLONE_VM = 0x100
@@ -119,6 +119,7 @@ def _wait_for_exec_or_exit(proc: Process, pid: int) -> None:
     try:
         os.read(read_end, 1)  # EOF when the child execs or exits (the write end closes)
     finally:
+        proc.host_fd_reserved.discard(read_end)
         os.close(read_end)
         proc.vfork_pipe_read = None
 
@@ -205,7 +206,7 @@ def foreign_exec(
         check_arch(info, CPUS[arch])
         if info.interp is not None:
             sysroot = proc.config.sysroot if arch == proc.config.arch else _default_sysroot(arch)
-            interp = _in_sysroot(sysroot, info.interp)
+            interp = host_path_in(sysroot, info.interp)
             if not os.path.exists(interp):
                 return -errno.ENOENT
     except LoadError:
@@ -232,14 +233,6 @@ def _default_sysroot(arch: str) -> str | None:
         return env
     path = f"/usr/{arch}-linux-gnu"
     return path if os.path.isdir(path) else None
-
-
-def _in_sysroot(sysroot: str | None, path: bytes) -> bytes:
-    if sysroot and path.startswith(b"/"):
-        candidate = os.fsencode(sysroot).rstrip(b"/") + path
-        if os.path.lexists(candidate):
-            return candidate
-    return path
 
 
 def native_exec(proc: Process, host: bytes, argv: list[bytes], envp: list[bytes]) -> int:

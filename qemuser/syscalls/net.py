@@ -29,11 +29,11 @@ import time
 from qemuser.loader.memory import GuestFault
 from qemuser.syscalls.abi.layout import Layout
 from qemuser.syscalls.fs import (
-    _check_scatter,
-    _check_writable,
-    _scatter,
+    check_scatter,
+    check_writable,
     host_syscall,
     read_iovec,
+    scatter,
 )
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import (
@@ -628,7 +628,7 @@ def recvfrom(
     capacity = read_length(proc, length_ptr) if addr else 0
     size = min(length, MAX_TRANSFER)
     # a buffer the guest cannot take fails before the data is consumed, as in Linux
-    _check_writable(proc, buf, size)
+    check_writable(proc, buf, size)
     payload = ctypes.create_string_buffer(max(size, 1))
     name = ctypes.create_string_buffer(SOCKADDR_STORAGE_SIZE)
     name_length = (ctypes.c_uint32 * 1)(SOCKADDR_STORAGE_SIZE)
@@ -675,7 +675,7 @@ def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], fl
         raise OSError(errno.EINVAL, "negative msg_namelen")
     vecs = _guest_iovec(proc, field_int(header, "msg_iov"), field_int(header, "msg_iovlen"))
     size = min(sum(length for _, length in vecs), MAX_TRANSFER)
-    _check_scatter(proc, vecs)
+    check_scatter(proc, vecs)
     control_addr = field_int(header, "msg_control")
     control_capacity = min(field_int(header, "msg_controllen"), MAX_CONTROL) if control_addr else 0
     message = HostMessage(
@@ -683,7 +683,7 @@ def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], fl
     )
     count = host_syscall(HOST_SYS_RECVMSG, fd, message.header, flags)
     result = message.result_header()
-    _scatter(proc, vecs, message.data.raw[: min(count, size)])
+    scatter(proc, vecs, message.data.raw[: min(count, size)])
     out_flags = field_int(result, "msg_flags")
     control = b""
     if control_capacity:

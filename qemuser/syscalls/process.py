@@ -170,6 +170,18 @@ class SyscallRegisters:
         self._write(self._handle, self._ret_id, self._ret_pointer)
 
 
+def host_path_in(sysroot: str | None, path: bytes) -> bytes:
+    """`path` inside `sysroot` when it exists there (absolute paths only), else `path`.
+
+    qemu-user's rule (access F_OK): a dangling link in the sysroot does not hide the host's
+    file."""
+    if sysroot and path.startswith(b"/"):
+        candidate = os.fsencode(sysroot).rstrip(b"/") + path
+        if os.path.exists(candidate):
+            return candidate
+    return path
+
+
 class ExecRequest(BaseException):
     """execve of a foreign program: unwind out of the engine and start `config` in its place.
 
@@ -282,12 +294,7 @@ class Process:
 
     def host_path(self, path: bytes) -> bytes:
         """Where a guest path lies on the host: absolute paths inside the sysroot first."""
-        root = self.config.sysroot
-        if root and path.startswith(b"/"):
-            candidate = os.fsencode(root).rstrip(b"/") + path
-            if os.path.lexists(candidate):
-                return candidate
-        return path
+        return host_path_in(self.config.sysroot, path)
 
     def open_special(self, path: bytes, flags: int) -> int | None:
         """Files the kernel synthesises for the process itself (/proc/self/maps, …): an fd to
@@ -353,20 +360,29 @@ class Process:
 
     # ---- process life cycle ------------------------------------------------------------------
 
+    def _close_reserved(self, fd: int) -> None:
+        self.host_fd_reserved.discard(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
     def prepare_vfork(self) -> None:
         """A pipe whose write end the vfork child holds until it execs or exits."""
         self.vfork_pipe_read, self.vfork_pipe_write = os.pipe2(os.O_CLOEXEC)
+        # the guest must not close them (a child closing all its fds before exec is common)
+        self.host_fd_reserved.update((self.vfork_pipe_read, self.vfork_pipe_write))
 
     def on_fork_child(self) -> None:
         self.sched.current.tid = self.pid
         self.sched.forget_others()
         if self.vfork_pipe_read is not None:
-            os.close(self.vfork_pipe_read)
+            self._close_reserved(self.vfork_pipe_read)
             self.vfork_pipe_read = None
 
     def on_fork_parent(self) -> None:
         if self.vfork_pipe_write is not None:
-            os.close(self.vfork_pipe_write)
+            self._close_reserved(self.vfork_pipe_write)
             self.vfork_pipe_write = None
 
     def before_exec(self, native: bool) -> None:
@@ -375,7 +391,7 @@ class Process:
         dispositions and mask are set to the guest's first."""
         self.log.flush()
         if self.vfork_pipe_write is not None:
-            os.close(self.vfork_pipe_write)
+            self._close_reserved(self.vfork_pipe_write)
             self.vfork_pipe_write = None
         for signo, action in list(self.signals.actions.items()):
             if action.handler not in (SIG_DFL, SIG_IGN):

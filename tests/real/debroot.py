@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 CACHE = ROOT / "cache"
 ARCH = "arm64"
 
-# What the tests run (busybox, python3.11) and the libraries python3.11 and its stdlib load.
+# What the tests run (busybox, python3.11, bash and coreutils) and the libraries they load.
 PACKAGES = (
     "busybox-static",
     "libc6",
@@ -30,6 +30,27 @@ PACKAGES = (
     "python3.11-minimal",
     "libpython3.11-minimal",
     "libpython3.11-stdlib",
+    # a userland for processes, pipelines and CPython's sqlite3/ctypes (issue 3's tests)
+    "bash",
+    "libtinfo6",
+    "coreutils",
+    "libacl1",
+    "libattr1",
+    "libselinux1",
+    "libpcre2-8-0",
+    "libgmp10",
+    "grep",
+    "sed",
+    "findutils",
+    "tar",
+    "libsqlite3-0",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "libuuid1",
+    "libncursesw6",
+    "libreadline8",
+    "libcrypt1",
 )
 
 

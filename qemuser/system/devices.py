@@ -1,0 +1,495 @@
+"""Device models: each knows its registers, its interrupt line and its device-tree node.
+
+Nothing here knows the board: a device talks to the machine only through `DeviceHost` (console
+bytes, power-off, interrupt lines, the guest clock). Register behaviour is plain Python, so the
+unit tests drive `read`/`write` directly without unicorn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from qemuser.system.fdt import Node, u64_cells
+
+
+class DeviceHost(Protocol):
+    """What a device may ask of the machine it is plugged into."""
+
+    def console_write(self, data: bytes) -> None: ...
+
+    def power_off(self, status: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def set_irq(self, line: int, level: bool) -> None: ...
+
+    def now_ns(self) -> int: ...
+
+
+class NullHost:
+    """A host that records what devices ask; used by unit tests and before attach."""
+
+    def __init__(self) -> None:
+        self.console = bytearray()
+        self.status: int | None = None
+        self.resets = 0
+        self.irqs: dict[int, bool] = {}
+        self.clock_ns = 0
+
+    def console_write(self, data: bytes) -> None:
+        self.console.extend(data)
+
+    def power_off(self, status: int) -> None:
+        self.status = status
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def set_irq(self, line: int, level: bool) -> None:
+        self.irqs[line] = level
+
+    def now_ns(self) -> int:
+        return self.clock_ns
+
+
+@dataclass
+class FdtContext:
+    """Board-wide facts a device node needs (the interrupt-cell convention differs per board)."""
+
+    interrupt_parent: int  # phandle of the interrupt controller
+    clock: int  # phandle of the fixed APB clock AMBA devices name
+    gic: bool  # GIC spells an interrupt <SPI, number, level-high>; PLIC as <number>
+    cpu_intc: int = 0  # riscv: phandle of hart 0's local interrupt controller
+    next_phandle: int = 0x100
+
+    def interrupts(self, irq: int) -> list[int]:
+        return [0, irq, 4] if self.gic else [irq]
+
+    def phandle(self) -> int:
+        """A fresh phandle for a node that others refer to."""
+        self.next_phandle += 1
+        return self.next_phandle
+
+
+@dataclass
+class Device:
+    """Base of every device: an MMIO window at `base` of `size` bytes (size 0: no MMIO)."""
+
+    kind: ClassVar[str] = "device"
+    description: ClassVar[str] = ""
+    base: int = 0
+    size: int = 0x1000
+    host: DeviceHost = field(default_factory=NullHost, repr=False, compare=False)
+
+    def attach(self, host: DeviceHost) -> None:
+        self.host = host
+
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        """Add this device's node(s) to the tree."""
+
+    def node_name(self, stem: str) -> str:
+        return f"{stem}@{self.base:x}"
+
+    def reg(self) -> list[int]:
+        return u64_cells(self.base) + u64_cells(self.size)
+
+
+class _SerialInput:
+    """Bytes typed on the console, waiting for the guest to read them."""
+
+    def __init__(self) -> None:
+        self.queue: deque[int] = deque()
+
+    def feed(self, data: bytes) -> None:
+        self.queue.extend(data)
+
+
+@dataclass
+class Pl011(Device):
+    """ARM PrimeCell UART (PL011): data, flags, interrupt mask/status and the AMBA ID words."""
+
+    kind: ClassVar[str] = "pl011"
+    description: ClassVar[str] = "ARM PL011 UART"
+    irq: int = 1
+    imsc: int = 0
+    cr: int = 0x300
+    lcr_h: int = 0
+    ibrd: int = 0
+    fbrd: int = 0
+    ifls: int = 0x12
+    tx_raw: bool = True  # TX interrupt raw status: we send instantly, so the FIFO is always empty
+    rx: _SerialInput = field(default_factory=_SerialInput, repr=False, compare=False)
+
+    # AMBA peripheral and PrimeCell IDs at 0xFE0..0xFFC: Linux's amba bus matches on them.
+    _IDS: ClassVar[tuple[int, ...]] = (0x11, 0x10, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
+    DR, RSR, FR, ILPR, IBRD, FBRD, LCR_H, CR, IFLS = (
+        0x0,
+        0x4,
+        0x18,
+        0x20,
+        0x24,
+        0x28,
+        0x2C,
+        0x30,
+        0x34,
+    )
+    IMSC, RIS, MIS, ICR = 0x38, 0x3C, 0x40, 0x44
+    FR_RXFE, FR_TXFE = 1 << 4, 1 << 7
+    INT_RX, INT_TX, INT_RT = 1 << 4, 1 << 5, 1 << 6
+
+    def feed(self, data: bytes) -> None:
+        self.rx.feed(data)
+        self._update()
+
+    def _ris(self) -> int:
+        ris = self.INT_TX if self.tx_raw else 0
+        if self.rx.queue:
+            ris |= self.INT_RX | self.INT_RT
+        return ris
+
+    def _update(self) -> None:
+        self.host.set_irq(self.irq, bool(self._ris() & self.imsc))
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == self.DR:
+            value = self.rx.queue.popleft() if self.rx.queue else 0
+            self._update()
+            return value
+        if offset == self.FR:
+            return self.FR_TXFE | (0 if self.rx.queue else self.FR_RXFE)
+        if 0xFE0 <= offset < 0x1000:
+            return self._IDS[(offset - 0xFE0) // 4]
+        regs = {
+            self.IBRD: self.ibrd,
+            self.FBRD: self.fbrd,
+            self.LCR_H: self.lcr_h,
+            self.CR: self.cr,
+            self.IFLS: self.ifls,
+            self.IMSC: self.imsc,
+            self.RIS: self._ris(),
+            self.MIS: self._ris() & self.imsc,
+        }
+        return regs.get(offset, 0)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == self.DR:
+            self.host.console_write(bytes([value & 0xFF]))
+            self.tx_raw = True
+        elif offset == self.IMSC:
+            self.imsc = value & 0x7FF
+        elif offset == self.ICR:
+            if value & self.INT_TX:
+                # Linux clears TX and expects it back once the FIFO drains: it drains at once.
+                self.tx_raw = True
+        elif offset == self.CR:
+            self.cr = value & 0xFFFF
+        elif offset == self.LCR_H:
+            self.lcr_h = value & 0xFF
+        elif offset == self.IBRD:
+            self.ibrd = value & 0xFFFF
+        elif offset == self.FBRD:
+            self.fbrd = value & 0x3F
+        elif offset == self.IFLS:
+            self.ifls = value & 0x3F
+        self._update()
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            self.node_name("pl011"),
+            compatible=["arm,pl011", "arm,primecell"],
+            reg=self.reg(),
+            interrupts=ctx.interrupts(self.irq),
+            clock_names=["uartclk", "apb_pclk"],
+            clocks=[ctx.clock, ctx.clock],
+        )
+
+
+@dataclass
+class Ns16550(Device):
+    """NS16550A UART with one-byte registers (reg-shift 0), as on QEMU's riscv virt board."""
+
+    kind: ClassVar[str] = "ns16550a"
+    description: ClassVar[str] = "NS16550A UART"
+    size: int = 0x100
+    irq: int = 10
+    ier: int = 0
+    lcr: int = 0
+    mcr: int = 0
+    scr: int = 0
+    dll: int = 0
+    dlm: int = 0
+    rx: _SerialInput = field(default_factory=_SerialInput, repr=False, compare=False)
+
+    LSR_DR, LSR_THRE, LSR_TEMT = 0x01, 0x20, 0x40
+    IER_RDI, IER_THRI = 0x01, 0x02
+
+    def feed(self, data: bytes) -> None:
+        self.rx.feed(data)
+        self._update()
+
+    def _iir(self) -> int:
+        if self.ier & self.IER_RDI and self.rx.queue:
+            return 0xC4  # FIFOs enabled, received data available
+        if self.ier & self.IER_THRI:
+            return 0xC2  # FIFOs enabled, transmitter empty
+        return 0xC1  # no interrupt pending
+
+    def _update(self) -> None:
+        self.host.set_irq(self.irq, not self._iir() & 1)
+
+    def read(self, offset: int, size: int) -> int:
+        dlab = bool(self.lcr & 0x80)
+        if offset == 0:
+            if dlab:
+                return self.dll
+            value = self.rx.queue.popleft() if self.rx.queue else 0
+            self._update()
+            return value
+        if offset == 1:
+            return self.dlm if dlab else self.ier
+        if offset == 2:
+            return self._iir()
+        if offset == 3:
+            return self.lcr
+        if offset == 4:
+            return self.mcr
+        if offset == 5:
+            return self.LSR_THRE | self.LSR_TEMT | (self.LSR_DR if self.rx.queue else 0)
+        if offset == 6:
+            return 0xB0  # modem status: CTS, DSR, DCD asserted
+        if offset == 7:
+            return self.scr
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        value &= 0xFF
+        dlab = bool(self.lcr & 0x80)
+        if offset == 0:
+            if dlab:
+                self.dll = value
+            else:
+                self.host.console_write(bytes([value]))
+        elif offset == 1:
+            if dlab:
+                self.dlm = value
+            else:
+                self.ier = value & 0x0F
+        elif offset == 3:
+            self.lcr = value
+        elif offset == 4:
+            self.mcr = value
+        elif offset == 7:
+            self.scr = value
+        self._update()
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            self.node_name("serial"),
+            compatible="ns16550a",
+            reg=self.reg(),
+            interrupts=ctx.interrupts(self.irq),
+            interrupt_parent=ctx.interrupt_parent,
+            clock_frequency=0x384000,
+        )
+
+
+@dataclass
+class SifiveTest(Device):
+    """SiFive test finisher: 0x5555 powers off (pass), 0x3333 fails with code, 0x7777 resets."""
+
+    kind: ClassVar[str] = "sifive_test"
+    description: ClassVar[str] = "SiFive test device (poweroff / reboot)"
+    FINISHER_FAIL, FINISHER_PASS, FINISHER_RESET = 0x3333, 0x5555, 0x7777
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset != 0:
+            return
+        code = value & 0xFFFF
+        if code == self.FINISHER_PASS:
+            self.host.power_off(0)
+        elif code == self.FINISHER_FAIL:
+            self.host.power_off((value >> 16) & 0xFFFF)
+        elif code == self.FINISHER_RESET:
+            self.host.reset()
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        node = root.child(
+            self.node_name("test"),
+            compatible=["sifive,test1", "sifive,test0", "syscon"],
+            reg=self.reg(),
+            phandle=ctx.phandle(),
+        )
+        # Linux's syscon-poweroff / syscon-reboot drivers find the device through these.
+        root.child(
+            "poweroff",
+            compatible="syscon-poweroff",
+            regmap=node.props["phandle"],
+            offset=0,
+            value=self.FINISHER_PASS,
+        )
+        root.child(
+            "reboot",
+            compatible="syscon-reboot",
+            regmap=node.props["phandle"],
+            offset=0,
+            value=self.FINISHER_RESET,
+        )
+
+
+@dataclass
+class Pl031(Device):
+    """ARM PL031 real-time clock: the data register reads host wall-clock seconds."""
+
+    kind: ClassVar[str] = "pl031"
+    description: ClassVar[str] = "ARM PL031 RTC"
+    irq: int = 2
+    load_offset: int = 0  # guest-set time minus host time, in seconds
+    _IDS: ClassVar[tuple[int, ...]] = (0x31, 0x10, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == 0:
+            return (int(time.time()) + self.load_offset) & 0xFFFF_FFFF
+        if 0xFE0 <= offset < 0x1000:
+            return self._IDS[(offset - 0xFE0) // 4]
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == 0x8:  # LR: set the clock
+            self.load_offset = value - int(time.time())
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            self.node_name("pl031"),
+            compatible=["arm,pl031", "arm,primecell"],
+            reg=self.reg(),
+            interrupts=ctx.interrupts(self.irq),
+            clock_names="apb_pclk",
+            clocks=[ctx.clock],
+        )
+
+
+@dataclass
+class Psci(Device):
+    """PSCI 0.2+ firmware calls (no MMIO): the machine forwards HVC/SMC function ids here."""
+
+    kind: ClassVar[str] = "psci"
+    description: ClassVar[str] = "PSCI firmware interface over HVC/SMC"
+    size: int = 0
+    method: str = "hvc"
+
+    VERSION, CPU_OFF, SYSTEM_OFF, SYSTEM_RESET, FEATURES = (
+        0x8400_0000,
+        0x8400_0002,
+        0x8400_0008,
+        0x8400_0009,
+        0x8400_000A,
+    )
+    NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
+    _KNOWN: ClassVar[frozenset[int]] = frozenset(
+        {0x8400_0000, 0x8400_0002, 0x8400_0008, 0x8400_0009, 0x8400_000A}
+    )
+
+    def call(self, function: int, arg: int) -> int:
+        """Run one PSCI call; returns the value for x0."""
+        function &= 0xFFFF_FFFF
+        if function == self.VERSION:
+            return 0x0001_0000  # PSCI 1.0
+        if function == self.SYSTEM_OFF:
+            self.host.power_off(0)
+            return 0
+        if function == self.SYSTEM_RESET:
+            self.host.reset()
+            return 0
+        if function == self.FEATURES:
+            return 0 if (arg & 0xFFFF_FFFF) in self._KNOWN else self.NOT_SUPPORTED
+        return self.NOT_SUPPORTED
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            "psci",
+            compatible=["arm,psci-1.0", "arm,psci-0.2", "arm,psci"],
+            method=self.method,
+            cpu_on=0xC400_0003,
+            cpu_off=0x8400_0002,
+            cpu_suspend=0xC400_0001,
+            migrate=0xC400_0005,
+        )
+
+
+DEVICE_TYPES: tuple[type[Device], ...] = (Pl011, Ns16550, SifiveTest, Pl031, Psci)
+
+
+@dataclass
+class Clint(Device):
+    """SiFive CLINT for one hart: msip, mtimecmp and mtime (10 MHz, following the host clock).
+
+    The machine asks `timer_pending()` / `software_pending()` between slices and delivers the
+    machine-mode interrupt itself: unicorn cannot raise MTIP/MSIP through `mip`.
+    """
+
+    kind: ClassVar[str] = "riscv.sifive.clint"
+    description: ClassVar[str] = "SiFive CLINT (machine timer and software interrupts)"
+    size: int = 0x10000
+    freq_hz: int = 10_000_000
+    msip: int = 0
+    mtimecmp: int = 0xFFFF_FFFF_FFFF_FFFF
+    MSIP, MTIMECMP, MTIME = 0x0, 0x4000, 0xBFF8
+
+    def mtime(self) -> int:
+        return self.host.now_ns() * self.freq_hz // 1_000_000_000
+
+    def timer_pending(self) -> bool:
+        return self.mtime() >= self.mtimecmp
+
+    def ns_until_timer(self) -> int:
+        """Host nanoseconds until mtime reaches mtimecmp (0 when already due)."""
+        ticks = self.mtimecmp - self.mtime()
+        return max(0, ticks * 1_000_000_000 // self.freq_hz)
+
+    def software_pending(self) -> bool:
+        return bool(self.msip & 1)
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == self.MSIP:
+            return self.msip
+        for reg, value in ((self.MTIMECMP, self.mtimecmp), (self.MTIME, self.mtime())):
+            if reg <= offset < reg + 8:
+                return _slice(value, offset - reg, size)
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == self.MSIP:
+            self.msip = value & 1
+        elif self.MTIMECMP <= offset < self.MTIMECMP + 8:
+            self.mtimecmp = _merge(self.mtimecmp, offset - self.MTIMECMP, size, value)
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        # Lines 3 (machine software) and 7 (machine timer) of hart 0's local controller.
+        root.child(
+            self.node_name("clint"),
+            compatible=["sifive,clint0", "riscv,clint0"],
+            reg=self.reg(),
+            interrupts_extended=[ctx.cpu_intc, 3, ctx.cpu_intc, 7],
+        )
+
+
+def _slice(value: int, byte_offset: int, size: int) -> int:
+    """The `size` bytes of a little-endian 64-bit register starting at `byte_offset`."""
+    return (value >> (8 * byte_offset)) & ((1 << (8 * size)) - 1)
+
+
+def _merge(old: int, byte_offset: int, size: int, value: int) -> int:
+    mask = ((1 << (8 * size)) - 1) << (8 * byte_offset)
+    return (old & ~mask) | ((value << (8 * byte_offset)) & mask)
+
+
+DEVICE_TYPES = (*DEVICE_TYPES, Clint)

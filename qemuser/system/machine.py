@@ -1,0 +1,324 @@
+"""The machine assembler and run loop: RAM, flash and MMIO from a `Board`, a device tree written
+from the same device list, images loaded as QEMU's virt boards load them, then the CPU runs in
+slices with firmware calls (PSCI) and guest exceptions handled between instructions.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from elftools.elf.elffile import ELFFile
+from unicorn import UC_HOOK_INTR, Uc, UcError
+from unicorn import arm64_const as a64
+from unicorn import riscv_const as rv
+
+from qemuser.system.boards import Board
+from qemuser.system.devices import Device, FdtContext, Psci
+from qemuser.system.fdt import Node, u64_cells
+
+MiB = 1 << 20
+SLICE = 200_000  # instructions per emu_start: bounds how late a pending event is noticed
+# emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
+_NEVER = 0xFFFF_FFFF_FFFF_FFF0
+_WFI = {"aarch64": 0xD503207F, "riscv64": 0x10500073}
+FLASH_SIZE = 64 * MiB  # aarch64 virt: pflash bank 0 at address 0
+
+
+class MachineError(Exception):
+    """A configuration or boot problem to report as one line (bad image, overlap, ...)."""
+
+
+@dataclass
+class MachineConfig:
+    board: Board
+    ram_size: int
+    cpu_model: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    dtb: str | None = None
+    bios: str | None = None  # None: the board's default; "none": no firmware
+    no_reboot: bool = False
+
+
+@dataclass
+class Loaded:
+    entry: int
+    end: int  # first guest address after the image
+
+
+@dataclass
+class Machine:
+    config: MachineConfig
+    console: BinaryIO
+    exit_status: int | None = None
+    devices: list[Device] = field(default_factory=list)
+    irq_levels: dict[int, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        board = self.config.board
+        self.arch = board.cpu.name
+        try:
+            model = board.cpu.model(self.config.cpu_model)
+        except KeyError:
+            raise MachineError(f"unable to find CPU model '{self.config.cpu_model}'") from None
+        try:
+            board.check_layout(self.config.ram_size)
+        except ValueError as exc:
+            raise MachineError(f"machine layout: {exc}") from None
+        self.uc: Uc = board.cpu.new_engine(model)
+        self.uc.mem_map(board.ram_base, self.config.ram_size)
+        # Each machine gets its own device state: the board's tuple is a shared declaration.
+        self.devices = [copy.deepcopy(d) for d in board.devices]
+        for device in self.devices:
+            device.attach(self)
+            if device.size:
+                self._map_device(device)
+        self.psci = next((d for d in self.devices if isinstance(d, Psci)), None)
+        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        if self.arch == "aarch64":
+            self._reset_aarch64()
+
+    # --- DeviceHost -------------------------------------------------------------------------
+    def console_write(self, data: bytes) -> None:
+        self.console.write(data)
+        self.console.flush()
+
+    def power_off(self, status: int) -> None:
+        self.exit_status = status
+        self.uc.emu_stop()
+
+    def reset(self) -> None:
+        # A reboot ends the run (as with QEMU's -no-reboot): there is no state worth rebuilding.
+        self.power_off(0)
+
+    def set_irq(self, line: int, level: bool) -> None:
+        self.irq_levels[line] = level
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    # --- assembly ---------------------------------------------------------------------------
+    def _map_device(self, device: Device) -> None:
+        size = -(-device.size // 0x1000) * 0x1000  # unicorn maps whole pages
+
+        def read(uc: Uc, offset: int, size: int, dev: Device) -> int:
+            return dev.read(offset, size)
+
+        def write(uc: Uc, offset: int, size: int, value: int, dev: Device) -> None:
+            dev.write(offset, size, value)
+
+        self.uc.mmio_map(device.base, size, read, device, write, device)
+
+    def _reset_aarch64(self) -> None:
+        # SCR_EL3 = NS | HCE | RW and HCR_EL2.RW: EL1 is AArch64 (48-bit tables) and HVC is
+        # defined, which PSCI over HVC needs (UNICORN-NOTES, system level).
+        self.uc.cpr_write(3, 6, 1, 1, 0, 0x501)
+        self.uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)
+
+    def build_fdt(self, initrd: tuple[int, int] | None) -> bytes:
+        board = self.config.board
+        root = Node("", {"#address-cells": 2, "#size-cells": 2})
+        root.set("compatible", list(board.compatible))
+        root.set("model", board.description)
+        chosen = root.child("chosen", bootargs=self.config.append)
+        if initrd:
+            chosen.set("linux,initrd-start", u64_cells(initrd[0]))
+            chosen.set("linux,initrd-end", u64_cells(initrd[1]))
+        root.child(
+            f"memory@{board.ram_base:x}",
+            device_type="memory",
+            reg=u64_cells(board.ram_base) + u64_cells(self.config.ram_size),
+        )
+        ctx = FdtContext(interrupt_parent=1, clock=2, gic=self.arch == "aarch64", cpu_intc=3)
+        if self.arch == "aarch64":
+            cpus = root.child("cpus", **{"#address-cells": 1, "#size-cells": 0})
+            cpus.child(
+                "cpu@0", device_type="cpu", compatible="arm,cortex-a57", reg=0, enable_method="psci"
+            )
+            root.child(
+                "apb-pclk",
+                compatible="fixed-clock",
+                **{"#clock-cells": 0},
+                clock_frequency=24_000_000,
+                clock_output_names="clk24mhz",
+                phandle=2,
+            )
+            root.child(
+                "timer",
+                compatible=["arm,armv8-timer", "arm,armv7-timer"],
+                interrupts=[1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4],
+                always_on=None,
+            )
+        else:
+            cpus = root.child("cpus")
+            cpus.props = {"#address-cells": 1, "#size-cells": 0, "timebase-frequency": 10_000_000}
+            cpu = cpus.child(
+                "cpu@0",
+                device_type="cpu",
+                reg=0,
+                status="okay",
+                compatible="riscv",
+                riscv__isa="rv64imafdc",
+                mmu_type="riscv,sv39",
+            )
+            cpu.child(
+                "interrupt-controller",
+                compatible="riscv,cpu-intc",
+                interrupt_controller=None,
+                phandle=3,
+                **{"#interrupt-cells": 1},
+            )
+        soc = (
+            root
+            if self.arch == "aarch64"
+            else root.child("soc", compatible="simple-bus", ranges=None)
+        )
+        if soc is not root:
+            soc.props.update({"#address-cells": 2, "#size-cells": 2})
+        for device in self.devices:
+            device.fdt(soc, ctx)
+        stdout = next((c.name for c in soc.children if c.name.startswith(("pl011", "serial"))), "")
+        if stdout:
+            chosen.set("stdout-path", ("/soc/" if soc is not root else "/") + stdout)
+        return root.to_dtb()
+
+    # --- loading ----------------------------------------------------------------------------
+    def _read(self, path: str, what: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise MachineError(f"could not load {what} '{path}': {exc.strerror}") from None
+
+    def _write(self, addr: int, data: bytes, what: str) -> None:
+        try:
+            self.uc.mem_write(addr, data)
+        except UcError:
+            raise MachineError(
+                f"{what} does not fit in memory at 0x{addr:x} (size 0x{len(data):x})"
+            ) from None
+
+    def load_image(self, path: str, what: str, raw_addr: int) -> Loaded:
+        """Load an ELF at its physical addresses, or a raw image (gzip allowed) at `raw_addr`."""
+        data = self._read(path, what)
+        if data[:4] == b"\x7fELF":
+            import io
+
+            elf = ELFFile(io.BytesIO(data))
+            end = 0
+            for seg in elf.iter_segments():
+                if seg["p_type"] != "PT_LOAD" or not seg["p_memsz"]:
+                    continue
+                body = seg.data() + bytes(seg["p_memsz"] - seg["p_filesz"])
+                self._write(seg["p_paddr"], body, what)
+                end = max(end, seg["p_paddr"] + seg["p_memsz"])
+            return Loaded(entry=elf.header["e_entry"], end=end)
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        if self.arch == "aarch64" and data[0x38:0x3C] == b"ARM\x64":
+            # arm64 Image header: text_offset at 8; image_size at 16 includes the BSS.
+            text_offset, image_size = struct.unpack_from("<QQ", data, 8)
+            raw_addr = self.config.board.ram_base + (text_offset or 0)
+            self._write(raw_addr, data, what)
+            return Loaded(entry=raw_addr, end=raw_addr + max(image_size, len(data)))
+        self._write(raw_addr, data, what)
+        return Loaded(entry=raw_addr, end=raw_addr + len(data))
+
+    def boot(self) -> None:
+        """Load firmware, kernel, initrd and DTB and set the boot registers."""
+        cfg, board = self.config, self.config.board
+        ram_end = board.ram_base + cfg.ram_size
+        bios = None if cfg.bios in (None, "none") else cfg.bios
+        if self.arch == "aarch64":
+            self.uc.mem_map(0, FLASH_SIZE)
+        if bios is None and cfg.kernel is None:
+            raise MachineError("no kernel or firmware given (use -kernel or -bios)")
+        entry = None
+        if bios:
+            fw_addr = 0 if self.arch == "aarch64" else board.ram_base
+            entry = self.load_image(bios, "firmware", fw_addr).entry
+        kernel_end = board.ram_base
+        kernel_entry = 0
+        if cfg.kernel:
+            # riscv: with firmware in front, the S-mode payload goes 2 MiB in (fw_jump's choice).
+            offset = 0x20_0000 if (self.arch == "riscv64" and bios) else 0
+            loaded = self.load_image(cfg.kernel, "kernel", board.ram_base + offset)
+            kernel_entry, kernel_end = loaded.entry, loaded.end
+            entry = entry if entry is not None else kernel_entry
+        assert entry is not None
+        initrd = None
+        if cfg.initrd:
+            data = self._read(cfg.initrd, "initrd")
+            start = max(_align(kernel_end, 2 * MiB), board.ram_base + cfg.ram_size // 2)
+            if start + len(data) > ram_end - 2 * MiB:
+                start = _align(kernel_end, 2 * MiB)
+            self._write(start, data, "initrd")
+            initrd = (start, start + len(data))
+        dtb = self._read(cfg.dtb, "dtb") if cfg.dtb else self.build_fdt(initrd)
+        # The DTB goes at the top of RAM, 2 MiB aligned, as QEMU's riscv virt does; aarch64
+        # firmware (U-Boot from flash) expects it at the start of RAM instead.
+        if self.arch == "aarch64" and bios:
+            dtb_addr = board.ram_base
+        else:
+            dtb_addr = (ram_end - len(dtb) - MiB) & ~(2 * MiB - 1)
+        self._write(dtb_addr, dtb, "dtb")
+        if self.arch == "aarch64":
+            self.uc.reg_write(a64.UC_ARM64_REG_X0, dtb_addr)
+        else:
+            self.uc.reg_write(rv.UC_RISCV_REG_A0, 0)  # hart id
+            self.uc.reg_write(rv.UC_RISCV_REG_A1, dtb_addr)
+        self.uc.reg_write(board.cpu.pc, entry)
+
+    # --- running ----------------------------------------------------------------------------
+    def _on_intr(self, uc: Uc, intno: int, _user: object) -> None:
+        if self.arch == "aarch64":
+            if intno in (11, 13) and self.psci is not None:  # HVC, SMC (pc already after)
+                x0 = uc.reg_read(a64.UC_ARM64_REG_X0)
+                x1 = uc.reg_read(a64.UC_ARM64_REG_X1)
+                uc.reg_write(a64.UC_ARM64_REG_X0, self.psci.call(x0, x1))
+                return
+            self._fault(f"unhandled exception {intno}")
+        else:
+            self._fault(f"unhandled exception {intno}")
+
+    def _fault(self, what: str) -> None:
+        pc = self.uc.reg_read(self.config.board.cpu.pc)
+        self.fault = f"guest {what} at pc 0x{pc:x}"
+        self.exit_status = 1
+        self.uc.emu_stop()
+
+    def run(self) -> int:
+        """Run until the guest powers off; returns the exit status."""
+        cpu = self.config.board.cpu
+        wfi = _WFI[self.arch]
+        self.fault = ""
+        while self.exit_status is None:
+            pc = self.uc.reg_read(cpu.pc)
+            try:
+                self.uc.emu_start(pc, _NEVER, count=SLICE)
+            except UcError as exc:
+                if self.exit_status is None:
+                    raise MachineError(f"guest stopped: {exc} at pc 0x{pc:x}") from None
+            if self.exit_status is not None:
+                break
+            pc = self.uc.reg_read(cpu.pc)
+            try:
+                last = struct.unpack("<I", self.uc.mem_read(pc - 4, 4))[0]
+            except UcError:
+                last = 0
+            if last == wfi:
+                # Idle: nothing can wake the guest but time, so do not spin the host CPU.
+                time.sleep(0.001)
+        if self.fault:
+            raise MachineError(self.fault)
+        return self.exit_status
+
+
+def _align(value: int, to: int) -> int:
+    return -(-value // to) * to

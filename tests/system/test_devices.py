@@ -1,0 +1,87 @@
+"""Device registers driven directly, no unicorn: each write's effect on the host and registers."""
+
+from __future__ import annotations
+
+import struct
+
+from qemuser.system.devices import Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.fdt import FDT_MAGIC, Node
+
+
+def attached(device):
+    host = NullHost()
+    device.attach(host)
+    return device, host
+
+
+def test_pl011_transmit_flags_and_ids() -> None:
+    uart, host = attached(Pl011(base=0x0900_0000, irq=1))
+    uart.write(Pl011.DR, 4, ord("A"))
+    assert host.console == b"A"
+    assert uart.read(Pl011.FR, 4) == Pl011.FR_TXFE | Pl011.FR_RXFE
+    assert [uart.read(off, 4) for off in range(0xFE0, 0x1000, 4)] == list(Pl011._IDS)
+
+
+def test_pl011_receive_raises_and_clears_irq() -> None:
+    uart, host = attached(Pl011(base=0, irq=1))
+    uart.write(Pl011.IMSC, 4, Pl011.INT_RX)
+    uart.feed(b"x")
+    assert host.irqs[1] is True
+    assert uart.read(Pl011.FR, 4) & Pl011.FR_RXFE == 0
+    assert uart.read(Pl011.DR, 4) == ord("x")
+    assert host.irqs[1] is False
+
+
+def test_ns16550_lsr_dlab_and_rx_interrupt() -> None:
+    uart, host = attached(Ns16550(base=0x1000_0000, irq=10))
+    uart.write(0, 1, ord("z"))
+    assert host.console == b"z"
+    assert uart.read(5, 1) == Ns16550.LSR_THRE | Ns16550.LSR_TEMT
+    uart.write(3, 1, 0x80)  # DLAB: offset 0 is the divisor latch, not the transmitter
+    uart.write(0, 1, 3)
+    assert uart.read(0, 1) == 3 and host.console == b"z"
+    uart.write(3, 1, 0x03)
+    uart.write(1, 1, Ns16550.IER_RDI)
+    uart.feed(b"q")
+    assert host.irqs[10] is True and uart.read(2, 1) == 0xC4
+    assert uart.read(0, 1) == ord("q")
+    assert host.irqs[10] is False
+
+
+def test_sifive_test_pass_fail_reset() -> None:
+    dev, host = attached(SifiveTest(base=0x10_0000))
+    dev.write(0, 4, (7 << 16) | SifiveTest.FINISHER_FAIL)
+    assert host.status == 7
+    dev.write(0, 4, SifiveTest.FINISHER_PASS)
+    assert host.status == 0
+    dev.write(0, 4, SifiveTest.FINISHER_RESET)
+    assert host.resets == 1
+
+
+def test_psci_calls() -> None:
+    psci, host = attached(Psci())
+    assert psci.call(Psci.VERSION, 0) == 0x1_0000
+    assert psci.call(Psci.FEATURES, Psci.SYSTEM_OFF) == 0
+    assert psci.call(0x8400_00FF, 0) == Psci.NOT_SUPPORTED
+    psci.call(Psci.SYSTEM_OFF, 0)
+    assert host.status == 0
+
+
+def test_pl031_set_time() -> None:
+    rtc, _ = attached(Pl031(base=0x0901_0000))
+    rtc.write(0x8, 4, 1000)
+    assert abs(rtc.read(0, 4) - 1000) <= 1
+
+
+def test_fdt_header_and_layout() -> None:
+    root = Node("", {"#address-cells": 2})
+    root.child("chosen", bootargs="console=ttyAMA0")
+    blob = root.to_dtb()
+    magic, total, off_struct, off_strings, _, version, last = struct.unpack_from(">7I", blob)
+    assert (magic, total, version, last) == (FDT_MAGIC, len(blob), 17, 16)
+    strings = blob[off_strings:]
+    assert b"#address-cells\0" in strings and b"bootargs\0" in strings
+    tokens = blob[off_struct:off_strings]
+    assert tokens[:8] == struct.pack(">II", 1, 0)  # BEGIN_NODE "" (name padded to 4)
+    assert tokens[-8:] == struct.pack(">II", 2, 9)  # END_NODE, END
+    assert b"console=ttyAMA0\0" in tokens
