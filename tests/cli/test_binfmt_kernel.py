@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,16 +113,31 @@ def test_environment_and_signal_status(binfmt):
     binfmt_cli("install", "--arch", "aarch64")
     prog = place(binfmt, "aarch64", "cli_probe", "static")
     result = run([str(prog), "args"], env={"CLI_A": "1", "CLI_B": "two words"})
-    assert "CLI_A=1\nCLI_B=two words\n" in result.stdout.decode()
+    assert "env CLI_A=1\nenv CLI_B=two words\n" in result.stdout.decode()
     assert run([str(prog), "raise", "15"]).returncode == -15
+
+
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def require_unprivileged_python(work: Path) -> None:
+    """The interpreter script's #! names this venv's Python: nobody must be able to run it."""
+    probe = work / "probe.py"
+    probe.write_text(f"#!{sys.executable}\n")
+    probe.chmod(0o755)
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    if run([*NOBODY, str(probe)]).returncode != 0:
+        pytest.skip(f"unprivileged users cannot run {sys.executable} (its home is private)")
 
 
 def test_open_binary_reads_an_unreadable_binary(binfmt):
     """Mode 0711: only the kernel can read it. Without O the interpreter cannot open the file;
     with O it gets the kernel's fd (AT_EXECFD)."""
+    require_unprivileged_python(binfmt)
     prog = place(binfmt, "aarch64", "cli_probe", "static")
     prog.chmod(0o711)
-    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    nobody = NOBODY
     binfmt_cli("install", "--arch", "aarch64")
     assert run([*nobody, str(prog), "exit", "3"]).returncode != 3
     binfmt_cli("install", "--arch", "aarch64", "--open-binary")
@@ -129,8 +145,9 @@ def test_open_binary_reads_an_unreadable_binary(binfmt):
 
 
 def test_credential_runs_setuid(binfmt):
+    require_unprivileged_python(binfmt)
     prog = place(binfmt, "aarch64", "sys_info", "static")
-    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    nobody = NOBODY
     binfmt_cli("install", "--arch", "aarch64", "--credential")
     assert "OC" in (BINFMT_DIR / "qemuser-aarch64").read_text()
     plain = run([*nobody, str(prog)])

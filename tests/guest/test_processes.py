@@ -45,3 +45,23 @@ def test_threads_mutexes_condvars_atomics_blocking_read(arch: str, flavour: str)
     result = run_guest(arch, fixture_path(arch, "thread_basic", flavour))
     assert result.stdout == THREAD_OUTPUT
     assert result.returncode == 0
+
+
+SERVER_OUTPUT = b"""clients done, status sum 46
+depth 3 same pid 1
+depth 2 same pid 1
+depth 1 same pid 1
+depth 0 same pid 1
+exec chain exit 0
+stopped 1 by 19
+child leads its group 1
+continued 1
+then exited 21
+"""
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("proc_server"))
+def test_tcp_server_forked_clients_exec_chain_job_control(arch: str, flavour: str) -> None:
+    result = run_guest(arch, fixture_path(arch, "proc_server", flavour))
+    assert result.stdout == SERVER_OUTPUT
+    assert result.returncode == 0
