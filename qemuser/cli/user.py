@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import click
-
 from qemuser import __version__
 from qemuser.cpu import CPUS
 from qemuser.loader.elf import LoadError
@@ -368,17 +366,17 @@ def main_for(arch: str, args: list[str] | None = None) -> int:
 
         return run(config)
     except Done as done:
-        click.echo(done.text)
+        print(done.text)
         return 0
     except (UsageError, LoadError) as exc:
-        click.echo(f"{prog}: {exc}", err=True)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug of ours: one line, unless a developer asks for the trace
         if os.environ.get("QEMUSER_DEBUG"):
             raise
-        click.echo(f"{prog}: internal error: {type(exc).__name__}: {exc}", err=True)
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

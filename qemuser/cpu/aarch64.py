@@ -1,12 +1,15 @@
 """AArch64 as data."""
 
-from capstone import CS_ARCH_ARM64, CS_MODE_ARM
 from unicorn import UC_ARCH_ARM64, UC_MODE_ARM
 from unicorn import arm64_const as a
 
 from qemuser.cpu import CpuModel, CpuSpec, SyscallConv
 
 EM_AARCH64 = 183
+# capstone's constants as numbers: importing capstone costs ~40 ms of every start, and only
+# -d in_asm needs it (tests/unit/test_cpu_specs.py checks them against capstone).
+CS_ARCH_ARM64 = 1
+CS_MODE_ARM = 0
 
 _X = tuple(getattr(a, f"UC_ARM64_REG_X{i}") for i in range(29))
 
@@ -35,6 +38,6 @@ AARCH64 = CpuSpec(
     ),
     gprs=tuple((f"x{i}", reg) for i, reg in enumerate(_X))
     + (("x29", a.UC_ARM64_REG_X29), ("x30", a.UC_ARM64_REG_X30), ("sp", a.UC_ARM64_REG_SP)),
-    capstone=(CS_ARCH_ARM64, CS_MODE_ARM),
+    capstone=(CS_ARCH_ARM64, CS_MODE_ARM),  # capstone's numbers, checked by a unit test
     page_size_settable=True,
 )

@@ -1,12 +1,15 @@
 """RISC-V 64 as data."""
 
-from capstone import CS_ARCH_RISCV, CS_MODE_RISCV64, CS_MODE_RISCVC
 from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64
 from unicorn import riscv_const as r
 
 from qemuser.cpu import CpuModel, CpuSpec, SyscallConv
 
 EM_RISCV = 243
+# capstone's constants as numbers (see aarch64.py)
+CS_ARCH_RISCV = 15
+CS_MODE_RISCV64 = 2
+CS_MODE_RISCVC = 4
 
 _ABI_NAMES = (
     "zero ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "

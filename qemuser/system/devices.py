@@ -493,3 +493,155 @@ def _merge(old: int, byte_offset: int, size: int, value: int) -> int:
 
 
 DEVICE_TYPES = (*DEVICE_TYPES, Clint)
+
+
+@dataclass
+class GicV2(Device):
+    """ARM GICv2 for one CPU: distributor at `base`, CPU interface at `cpu_base`.
+
+    Interrupt ids: 16-31 private (the timer's PPIs), 32+ shared (board line n is id 32 + n).
+    Level lines come from `set_line`; the machine asks `pending_irq()` between slices.
+    """
+
+    kind: ClassVar[str] = "arm_gic"
+    description: ClassVar[str] = "ARM GICv2 interrupt controller"
+    size: int = 0x10000
+    cpu_base: int = 0x0801_0000
+    lines: int = 288
+    dist_on: bool = False
+    cpu_on: bool = False
+    pmr: int = 0
+    bpr: int = 0
+    enabled: set[int] = field(default_factory=set)
+    level: set[int] = field(default_factory=set)  # lines held high by devices
+    soft_pending: set[int] = field(default_factory=set)  # set through ISPENDR / SGIs
+    active: set[int] = field(default_factory=set)
+    priority: dict[int, int] = field(default_factory=dict)
+    config: dict[int, int] = field(default_factory=dict)  # ICFGR words, kept for read-back
+    SPURIOUS = 1023
+
+    def set_line(self, irq_id: int, high: bool) -> None:
+        (self.level.add if high else self.level.discard)(irq_id)
+
+    def _candidates(self) -> list[int]:
+        pending = (self.level | self.soft_pending) & self.enabled
+        return sorted(pending - self.active, key=lambda i: (self.priority.get(i, 0), i))
+
+    def pending_irq(self) -> bool:
+        """An interrupt the CPU should take now (IRQ line asserted)."""
+        if not (self.dist_on and self.cpu_on):
+            return False
+        running = min((self.priority.get(i, 0) for i in self.active), default=0x100)
+        return any(self.priority.get(i, 0) < min(self.pmr, running) for i in self._candidates())
+
+    def read(self, offset: int, size: int) -> int:
+        return self._dist_read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._dist_write(offset, size, value)
+
+    def _bits(self, ids: set[int], offset: int, base: int) -> int:
+        first = (offset - base) * 8
+        return sum(1 << b for b in range(32) if first + b in ids)
+
+    def _dist_read(self, offset: int, size: int) -> int:
+        if offset == 0x000:
+            return int(self.dist_on)
+        if offset == 0x004:  # TYPER: ITLinesNumber, one CPU
+            return self.lines // 32 - 1
+        if offset == 0x008:  # IIDR: implementer ARM
+            return 0x0200_043B
+        if 0x100 <= offset < 0x200:
+            return self._bits(
+                self.enabled, offset & ~0x7F | (offset & 0x7F), 0x100 + (offset >= 0x180) * 0x80
+            )
+        if 0x200 <= offset < 0x300:
+            return self._bits(
+                self.level | self.soft_pending, offset, 0x200 + (offset >= 0x280) * 0x80
+            )
+        if 0x300 <= offset < 0x400:
+            return self._bits(self.active, offset, 0x300 + (offset >= 0x380) * 0x80)
+        if 0x400 <= offset < 0x800:
+            first = offset - 0x400
+            return sum(self.priority.get(first + i, 0) << (8 * i) for i in range(size))
+        if 0x800 <= offset < 0xC00:
+            return 0x01010101 if offset >= 0x820 else 0x01010101  # all routed to CPU 0
+        if 0xC00 <= offset < 0xD00:
+            return self.config.get(offset, 0)
+        if 0xFE0 <= offset < 0x1000:  # ICPIDR2: GICv2
+            return 0x2B if offset == 0xFE8 else 0
+        return 0
+
+    def _dist_write(self, offset: int, size: int, value: int) -> None:
+        def ids(base: int) -> set[int]:
+            first = (offset - base) * 8
+            return {first + b for b in range(32) if value >> b & 1}
+
+        if offset == 0x000:
+            self.dist_on = bool(value & 1)
+        elif 0x100 <= offset < 0x180:
+            self.enabled |= ids(0x100)
+        elif 0x180 <= offset < 0x200:
+            self.enabled -= ids(0x180)
+        elif 0x200 <= offset < 0x280:
+            self.soft_pending |= ids(0x200)
+        elif 0x280 <= offset < 0x300:
+            self.soft_pending -= ids(0x280)
+        elif 0x300 <= offset < 0x380:
+            self.active |= ids(0x300)
+        elif 0x380 <= offset < 0x400:
+            self.active -= ids(0x380)
+        elif 0x400 <= offset < 0x800:
+            for i in range(size):
+                self.priority[offset - 0x400 + i] = (value >> (8 * i)) & 0xFF
+        elif 0xC00 <= offset < 0xD00:
+            self.config[offset] = value
+        elif offset == 0xF00:  # SGIR: targets are always ourselves (one CPU)
+            self.soft_pending.add(value & 0xF)
+
+    def cpu_read(self, offset: int, size: int) -> int:
+        if offset == 0x00:
+            return int(self.cpu_on)
+        if offset == 0x04:
+            return self.pmr
+        if offset == 0x08:
+            return self.bpr
+        if offset == 0x0C:  # IAR: acknowledge the best pending interrupt
+            if not self.pending_irq():
+                return self.SPURIOUS
+            irq_id = self._candidates()[0]
+            self.active.add(irq_id)
+            self.soft_pending.discard(irq_id)
+            return irq_id
+        if offset == 0x18:
+            candidates = self._candidates()
+            return candidates[0] if candidates else self.SPURIOUS
+        if offset == 0xFC:  # GICC_IIDR: GICv2, ARM
+            return 0x0202_043B
+        return 0
+
+    def cpu_write(self, offset: int, size: int, value: int) -> None:
+        if offset == 0x00:
+            self.cpu_on = bool(value & 1)
+        elif offset == 0x04:
+            self.pmr = value & 0xFF
+        elif offset == 0x08:
+            self.bpr = value & 7
+        elif offset in (0x10, 0x1000):  # EOIR (and DIR when EOImode is split)
+            self.active.discard(value & 0x3FF)
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            self.node_name("intc"),
+            compatible=["arm,cortex-a15-gic"],
+            reg=u64_cells(self.base)
+            + u64_cells(self.size)
+            + u64_cells(self.cpu_base)
+            + u64_cells(0x10000),
+            interrupt_controller=None,
+            phandle=ctx.interrupt_parent,
+            **{"#interrupt-cells": 3, "#address-cells": 2, "#size-cells": 2},
+        )
+
+
+DEVICE_TYPES = (*DEVICE_TYPES, GicV2)

@@ -18,7 +18,7 @@ from unicorn import arm64_const as a64
 from unicorn import riscv_const as rv
 
 from qemuser.system.boards import Board
-from qemuser.system.devices import Device, FdtContext, Psci
+from qemuser.system.devices import Clint, Device, FdtContext, Psci
 from qemuser.system.fdt import Node, u64_cells
 
 MiB = 1 << 20
@@ -80,6 +80,7 @@ class Machine:
             if device.size:
                 self._map_device(device)
         self.psci = next((d for d in self.devices if isinstance(d, Psci)), None)
+        self.clint = next((d for d in self.devices if isinstance(d, Clint)), None)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         if self.arch == "aarch64":
             self._reset_aarch64()
@@ -283,9 +284,87 @@ class Machine:
                 x1 = uc.reg_read(a64.UC_ARM64_REG_X1)
                 uc.reg_write(a64.UC_ARM64_REG_X0, self.psci.call(x0, x1))
                 return
-            self._fault(f"unhandled exception {intno}")
+            self._aarch64_sync(intno)
         else:
-            self._fault(f"unhandled exception {intno}")
+            # unicorn has already stepped pc past every exception (UNICORN-NOTES): undo it.
+            epc = uc.reg_read(rv.UC_RISCV_REG_PC) - 4
+            cause = intno
+            if intno == 8:  # ecall: the cause says from which mode (8 U, 9 S, 11 M)
+                cause = 8 + uc.reg_read(rv.UC_RISCV_REG_PRIV)
+            self._riscv_trap(cause, epc)
+
+    # aarch64 exception classes (ESR_EL1.EC) for the traps unicorn hands us, and IL (32-bit).
+    _EC_UNKNOWN, _EC_SVC64 = 0x00, 0x15
+    _ESR_IL = 1 << 25
+
+    def _aarch64_sync(self, intno: int) -> None:
+        """Take a synchronous exception to EL1 through VBAR_EL1, as the CPU would have."""
+        uc = self.uc
+        pc = uc.reg_read(a64.UC_ARM64_REG_PC)
+        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
+        vbar = uc.cpr_read(3, 0, 12, 0, 0)
+        if intno == 1:  # undefined instruction: pc at it, and it is where ERET returns
+            esr, elr = self._EC_UNKNOWN << 26 | self._ESR_IL, pc
+        elif intno == 2:  # SVC: pc already after it; ISS is the immediate
+            insn = struct.unpack("<I", uc.mem_read(pc - 4, 4))[0]
+            esr, elr = self._EC_SVC64 << 26 | self._ESR_IL | (insn >> 5) & 0xFFFF, pc
+        else:
+            self._fault(f"exception {intno}")
+            return
+        # Only EL1 -> EL1 is modelled: from EL0 the stack pointer would need banking.
+        if (pstate >> 2) & 3 != 1 or vbar == 0:
+            self._fault(f"exception {intno} with no EL1 vector table")
+            return
+        offset = 0x200 if pstate & 1 else 0x000  # current EL with SP_ELx, or with SP_EL0
+        uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked
+        uc.cpr_write(3, 0, 4, 0, 1, elr)  # ELR_EL1; a CP_REG write also refreshes the cached EL
+        uc.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
+        uc.cpr_write(3, 0, 5, 2, 0, esr)  # ESR_EL1
+        uc.reg_write(a64.UC_ARM64_REG_PC, vbar + offset)
+
+    def _riscv_trap(self, cause: int, epc: int) -> None:
+        """Enter machine mode at mtvec as the hart would (unicorn does not vector traps)."""
+        uc = self.uc
+        mtvec = uc.reg_read(rv.UC_RISCV_REG_MTVEC)
+        if mtvec == 0:
+            self._fault(f"trap (mcause {cause:#x}) with no mtvec")
+            return
+        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        uc.reg_write(rv.UC_RISCV_REG_PRIV, 3)  # CSR writes through the API obey privilege
+        mstatus = uc.reg_read(rv.UC_RISCV_REG_MSTATUS)
+        mie = (mstatus >> 3) & 1
+        mstatus = (mstatus & ~(1 << 3 | 1 << 7 | 3 << 11)) | mie << 7 | priv << 11
+        uc.reg_write(rv.UC_RISCV_REG_MSTATUS, mstatus)
+        uc.reg_write(rv.UC_RISCV_REG_MEPC, epc)
+        uc.reg_write(rv.UC_RISCV_REG_MCAUSE, cause)
+        uc.reg_write(rv.UC_RISCV_REG_MTVAL, 0)
+        interrupt = cause >> 63
+        vectored = mtvec & 3 == 1 and interrupt
+        target = (mtvec & ~3) + (4 * (cause & 0xFF) if vectored else 0)
+        uc.reg_write(rv.UC_RISCV_REG_PC, target)
+
+    def _riscv_poll(self) -> None:
+        """Deliver a due machine timer / software interrupt between slices."""
+        if self.clint is None:
+            return
+        uc = self.uc
+        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        mie = uc.reg_read(rv.UC_RISCV_REG_MIE)
+        enabled = priv < 3 or uc.reg_read(rv.UC_RISCV_REG_MSTATUS) & (1 << 3)
+        if not enabled:
+            return
+        for bit, pending in ((3, self.clint.software_pending), (7, self.clint.timer_pending)):
+            if mie & (1 << bit) and pending():
+                self._riscv_trap(1 << 63 | bit, uc.reg_read(rv.UC_RISCV_REG_PC))
+                return
+
+    def _idle(self) -> None:
+        """The guest waits for an interrupt: sleep until the next timer event (bounded)."""
+        wait_ns = 1_000_000
+        if self.clint is not None:
+            wait_ns = min(self.clint.ns_until_timer(), 10_000_000)
+        if wait_ns:
+            time.sleep(wait_ns / 1e9)
 
     def _fault(self, what: str) -> None:
         pc = self.uc.reg_read(self.config.board.cpu.pc)
@@ -313,8 +392,9 @@ class Machine:
             except UcError:
                 last = 0
             if last == wfi:
-                # Idle: nothing can wake the guest but time, so do not spin the host CPU.
-                time.sleep(0.001)
+                self._idle()
+            if self.arch == "riscv64":
+                self._riscv_poll()
         if self.fault:
             raise MachineError(self.fault)
         return self.exit_status

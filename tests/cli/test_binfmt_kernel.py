@@ -127,8 +127,10 @@ def require_unprivileged_python(work: Path) -> None:
     probe.chmod(0o755)
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
-    if run([*NOBODY, str(probe)]).returncode != 0:
-        pytest.skip(f"unprivileged users cannot run {sys.executable} (its home is private)")
+    # exec it as the launcher does (execve from a program, not from a shell)
+    exec_it = "import os, sys; os.execv(sys.argv[1], sys.argv[1:])"
+    if run([*NOBODY, "/usr/bin/python3", "-c", exec_it, str(probe)]).returncode != 0:
+        pytest.skip(f"unprivileged users cannot execute {sys.executable} here (private home)")
 
 
 def test_open_binary_reads_an_unreadable_binary(binfmt):

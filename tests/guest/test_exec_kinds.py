@@ -35,7 +35,7 @@ def _script(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("arch", ["aarch64", "riscv64"])
 def test_exec_of_a_script_with_a_native_interpreter(arch: str, tmp_path: Path) -> None:
-    script = _script(tmp_path / "s.sh", "#!/bin/sh\necho from sh: \"$@\"\nexit 5\n")
+    script = _script(tmp_path / "s.sh", '#!/bin/sh\necho from sh: "$@"\nexit 5\n')
     result = run_guest(arch, fixture_path(arch, "exec_it", "static"), str(script), "a", "b")
     assert result.stdout == b"from sh: a b\n"
     assert result.returncode == 5

@@ -38,7 +38,9 @@ def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
     read_end, write_end = os.pipe()  # stdin that never delivers data
     process = subprocess.Popen(
         [qemuser(arch), str(fixture_path(arch, "sig_host", flavour))],
-        stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         _expect_line(process, b"ready\n")

@@ -45,8 +45,12 @@ def test_bash_pipelines_of_foreign_coreutils(debian_root: Path, tmp_path: Path) 
         ["/bin/bash", "-c", BASH_PIPELINES], capture_output=True, env=_environment(host_tmp)
     )
     guest = run_guest(
-        "aarch64", debian_root / "bin" / "bash", "-c", BASH_PIPELINES,
-        options=("-L", str(debian_root)), env={**os.environ, **_environment(guest_tmp)},
+        "aarch64",
+        debian_root / "bin" / "bash",
+        "-c",
+        BASH_PIPELINES,
+        options=("-L", str(debian_root)),
+        env={**os.environ, **_environment(guest_tmp)},
     )
     assert host.returncode == 4
     assert guest.stdout == host.stdout
@@ -60,8 +64,11 @@ def test_cpython_threads_subprocess_sqlite_tempfile_sockets(
     script = SCRIPTS / "py_processes.py"
     host = subprocess.run([sys.executable, str(script)], capture_output=True)
     guest = run_guest(
-        "aarch64", debian_root / "usr" / "bin" / "python3.11", str(script),
-        options=("-L", str(debian_root)), env={**os.environ, "PATH": "/usr/bin:/bin"},
+        "aarch64",
+        debian_root / "usr" / "bin" / "python3.11",
+        str(script),
+        options=("-L", str(debian_root)),
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
         timeout=600,
     )
     assert host.returncode == 0
@@ -82,10 +89,13 @@ echo "last $?"
 
 def test_busybox_shell_tools(debian_root: Path, tmp_path: Path) -> None:  # noqa: F811
     result = run_guest(
-        "aarch64", debian_root / "bin" / "busybox", "sh", "-c", BUSYBOX_TOOLS,
-        options=("-L", str(debian_root)), env={**os.environ, "TMPDIR": str(tmp_path)},
+        "aarch64",
+        debian_root / "bin" / "busybox",
+        "sh",
+        "-c",
+        BUSYBOX_TOOLS,
+        options=("-L", str(debian_root)),
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
-    assert result.stdout == (
-        b"b 3\nheLLo\nout/d/e/f\nout/d/g\nx\ny\nd/e/f\nlast 0\n"
-    )
+    assert result.stdout == (b"b 3\nheLLo\nout/d/e/f\nout/d/g\nx\ny\nd/e/f\nlast 0\n")
     assert result.returncode == 0

@@ -33,3 +33,31 @@ def test_serial_file_and_null(tmp_path) -> None:
     assert log.read_text() == "hello from aarch64 virt\n"
     result = run_system("aarch64", "-M", "virt", "-serial", "null", "-kernel", str(elf))
     assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_aarch64_traps_through_own_vector_table() -> None:
+    elf = fixture("traps-aarch64.elf")
+    result = run_system("aarch64", "-M", "virt", "-nographic", "-kernel", str(elf))
+    assert result.stdout.splitlines() == [
+        "traps: start",
+        "trap EC=0x0015 ISS=0x0042",
+        "back from svc",
+        "trap EC=0x0000 ISS=0x0000",
+        "back from undefined instruction",
+    ]
+    assert result.returncode == 0
+
+
+def test_riscv64_traps_and_timer_interrupt() -> None:
+    elf = fixture("traps-riscv64.elf")
+    result = run_system("riscv64", "-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf))
+    assert result.stdout.splitlines() == [
+        "traps: start",
+        "trap mcause=0x000000000000000b",
+        "back from ecall",
+        "trap mcause=0x0000000000000002",
+        "back from illegal instruction",
+        "trap mcause=0x8000000000000007",
+        "back from timer interrupt",
+    ]
+    assert result.returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from qemuser.system.devices import Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.devices import Clint, Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
 from qemuser.system.fdt import FDT_MAGIC, Node
 
 
@@ -85,3 +85,17 @@ def test_fdt_header_and_layout() -> None:
     assert tokens[:8] == struct.pack(">II", 1, 0)  # BEGIN_NODE "" (name padded to 4)
     assert tokens[-8:] == struct.pack(">II", 2, 9)  # END_NODE, END
     assert b"console=ttyAMA0\0" in tokens
+
+
+def test_clint_mtime_follows_clock_and_mtimecmp_halves() -> None:
+    clint, host = attached(Clint(base=0x0200_0000))
+    host.clock_ns = 2_000_000_000  # 2 s at 10 MHz
+    assert clint.read(Clint.MTIME, 8) == 20_000_000
+    clint.write(Clint.MTIMECMP, 4, 20_000_100)
+    clint.write(Clint.MTIMECMP + 4, 4, 0)
+    assert clint.read(Clint.MTIMECMP, 8) == 20_000_100
+    assert not clint.timer_pending() and clint.ns_until_timer() == 10_000
+    host.clock_ns += 10_000
+    assert clint.timer_pending()
+    clint.write(Clint.MSIP, 4, 1)
+    assert clint.software_pending()

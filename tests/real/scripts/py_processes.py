@@ -1,4 +1,10 @@
-import os, socket, sqlite3, subprocess, sys, tempfile, threading
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
 
 results = []
 lock = threading.Lock()
@@ -16,8 +22,9 @@ for t in threads:
 for t in threads:
     t.join()
 print("threads", len(results), sorted(results)[0], sorted(results)[-1])
-done = subprocess.run([sys.executable, "-c", "import sys; print(6 * 7); sys.exit(3)"],
-                      capture_output=True, text=True)
+done = subprocess.run(
+    [sys.executable, "-c", "import sys; print(6 * 7); sys.exit(3)"], capture_output=True, text=True
+)
 print("subprocess", done.stdout.strip(), done.returncode)
 piped = subprocess.run("echo one two | tr a-z A-Z", shell=True, capture_output=True, text=True)
 print("shell", piped.stdout.strip())
