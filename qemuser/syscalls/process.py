@@ -216,23 +216,6 @@ class FatalSignal:
     address: int = 0
 
 
-# Signals whose default action dumps core (man 7 signal).
-CORE_SIGNALS = frozenset(
-    {
-        signal.SIGQUIT,
-        signal.SIGILL,
-        signal.SIGTRAP,
-        signal.SIGABRT,
-        signal.SIGBUS,
-        signal.SIGFPE,
-        signal.SIGSEGV,
-        signal.SIGXCPU,
-        signal.SIGXFSZ,
-        signal.SIGSYS,
-    }
-)
-
-
 @dataclass
 class Process:
     config: RunConfig
@@ -815,7 +798,7 @@ class Process:
 
     def die(self, sig: FatalSignal) -> None:
         self.exit.signal = sig.signo
-        self.exit.core = sig.signo in CORE_SIGNALS
+        self.exit.core = sig.signo in DEFAULT_CORE
 
     def _on_interrupt_raw(self, intno: int) -> None:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qemuser.cpu import CPUS, CpuSpec
-from qemuser.system.devices import Clint, Device, Ns16550, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.devices import Clint, Device, GicV2, Ns16550, Pl011, Pl031, Psci, SifiveTest
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Board:
     def check_layout(self, ram_size: int) -> None:
         """Raise ValueError when two windows (devices or RAM) overlap."""
         windows = [("ram", self.ram_base, ram_size)]
-        windows += [(d.node_name(d.kind), d.base, d.size) for d in self.devices if d.size]
+        windows += [(d.kind, base, size) for d in self.devices for base, size, *_ in d.windows()]
         windows.sort(key=lambda w: w[1])
         for (name_a, base_a, size_a), (name_b, base_b, _) in zip(windows, windows[1:]):
             if base_a + size_a > base_b:
@@ -39,6 +39,7 @@ VIRT_AARCH64 = Board(
     cpu=CPUS["aarch64"],
     ram_base=0x4000_0000,
     devices=(
+        GicV2(base=0x0800_0000, cpu_base=0x0801_0000),
         Pl011(base=0x0900_0000, irq=1),
         Pl031(base=0x0901_0000, irq=2),
         Psci(method="hvc"),

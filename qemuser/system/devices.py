@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from qemuser.system.fdt import Node, u64_cells
+
+Access = Callable[[int, int], int]  # (offset, size) -> value
+Store = Callable[[int, int, int], None]  # (offset, size, value)
 
 
 class DeviceHost(Protocol):
@@ -86,6 +90,10 @@ class Device:
 
     def attach(self, host: DeviceHost) -> None:
         self.host = host
+
+    def windows(self) -> list[tuple[int, int, Access, Store]]:
+        """The MMIO windows this device answers: (base, size, read, write)."""
+        return [(self.base, self.size, self.read, self.write)] if self.size else []
 
     def read(self, offset: int, size: int) -> int:
         return 0
@@ -520,6 +528,12 @@ class GicV2(Device):
     config: dict[int, int] = field(default_factory=dict)  # ICFGR words, kept for read-back
     SPURIOUS = 1023
 
+    def windows(self) -> list[tuple[int, int, Access, Store]]:
+        return [
+            (self.base, self.size, self.read, self.write),
+            (self.cpu_base, 0x10000, self.cpu_read, self.cpu_write),
+        ]
+
     def set_line(self, irq_id: int, high: bool) -> None:
         (self.level.add if high else self.level.discard)(irq_id)
 
@@ -551,21 +565,16 @@ class GicV2(Device):
             return self.lines // 32 - 1
         if offset == 0x008:  # IIDR: implementer ARM
             return 0x0200_043B
-        if 0x100 <= offset < 0x200:
-            return self._bits(
-                self.enabled, offset & ~0x7F | (offset & 0x7F), 0x100 + (offset >= 0x180) * 0x80
-            )
-        if 0x200 <= offset < 0x300:
-            return self._bits(
-                self.level | self.soft_pending, offset, 0x200 + (offset >= 0x280) * 0x80
-            )
-        if 0x300 <= offset < 0x400:
-            return self._bits(self.active, offset, 0x300 + (offset >= 0x380) * 0x80)
+        # Set/clear register pairs read the same bits: 0x100/0x180 enable, 0x200/0x280 pending,
+        # 0x300/0x380 active.
+        if 0x100 <= offset < 0x400:
+            sets = (self.enabled, self.level | self.soft_pending, self.active)
+            return self._bits(sets[(offset >> 8) - 1], offset, offset & ~0x7F)
         if 0x400 <= offset < 0x800:
             first = offset - 0x400
             return sum(self.priority.get(first + i, 0) << (8 * i) for i in range(size))
         if 0x800 <= offset < 0xC00:
-            return 0x01010101 if offset >= 0x820 else 0x01010101  # all routed to CPU 0
+            return 0x0101_0101  # every interrupt targets CPU 0
         if 0xC00 <= offset < 0xD00:
             return self.config.get(offset, 0)
         if 0xFE0 <= offset < 0x1000:  # ICPIDR2: GICv2
