@@ -73,16 +73,33 @@ def parse_kernel_call(args: list[bytes], at_flags: int, exec_fd: int | None) -> 
     return KernelCall(filename=filename, argv=argv, exec_fd=exec_fd, preserve_argv0=preserve)
 
 
-def preload() -> None:
-    """Import every module the emulator may need, before a chroot hides our files."""
+def _import_tree(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every module file under `package` (namespace packages included)."""
     import importlib
-    import pkgutil
+    from pathlib import Path
 
-    import qemuser
+    top = Path(importlib.import_module(package).__file__).parent
+    for path in sorted(top.rglob("*.py")):
+        parts = path.relative_to(top.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts[1:2] in skip or "tests" in parts or any("-" in p for p in parts):
+            continue
+        try:
+            importlib.import_module(".".join(parts))
+        except ImportError:
+            continue  # an optional part of a third-party package
 
-    for info in pkgutil.walk_packages(qemuser.__path__, "qemuser."):
-        if not info.name.startswith(("qemuser.cli", "qemuser.system")):
-            importlib.import_module(info.name)
+
+def preload() -> None:
+    """Import everything the emulator may need, before a chroot hides our files: our modules
+    (some are namespace packages, so go by the files), unicorn's per-arch modules (imported
+    lazily), pyelftools, and the codecs Python loads on demand."""
+    import importlib
+
+    _import_tree("qemuser", skip=(("cli",), ("system",)))
+    _import_tree("unicorn")
+    _import_tree("elftools")
     for name in ("encodings.idna", "encodings.ascii", "encodings.latin_1"):
         importlib.import_module(name)
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from elftools.elf.elffile import ELFFile
-from unicorn import UC_HOOK_INTR, Uc, UcError
+from unicorn import UC_HOOK_INSN, UC_HOOK_INTR, Uc, UcError
 from unicorn import arm64_const as a64
 from unicorn import riscv_const as rv
 
 from qemuser.system.boards import Board
-from qemuser.system.devices import Clint, Device, FdtContext, Psci
+from qemuser.system.devices import Access, Clint, Device, FdtContext, GicV2, Psci, Store
 from qemuser.system.fdt import Node, u64_cells
 
 MiB = 1 << 20
@@ -81,9 +81,14 @@ class Machine:
                 self._map_device(device)
         self.psci = next((d for d in self.devices if isinstance(d, Psci)), None)
         self.clint = next((d for d in self.devices if isinstance(d, Clint)), None)
+        self.gic = next((d for d in self.devices if isinstance(d, GicV2)), None)
+        self.timers = {27: GenericTimer(), 30: GenericTimer()}  # virtual, physical (PPI ids)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         if self.arch == "aarch64":
             self._reset_aarch64()
+            # unicorn drops writes to the timer's CTL/CVAL (UNICORN-NOTES): keep them ourselves.
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, aux1=a64.UC_ARM64_INS_MRS)
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, aux1=a64.UC_ARM64_INS_MSR)
 
     # --- DeviceHost -------------------------------------------------------------------------
     def console_write(self, data: bytes) -> None:
@@ -100,21 +105,23 @@ class Machine:
 
     def set_irq(self, line: int, level: bool) -> None:
         self.irq_levels[line] = level
+        if self.gic is not None:
+            self.gic.set_line(32 + line, level)  # board lines are GIC shared interrupts
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
 
     # --- assembly ---------------------------------------------------------------------------
     def _map_device(self, device: Device) -> None:
-        size = -(-device.size // 0x1000) * 0x1000  # unicorn maps whole pages
+        def read(uc: Uc, offset: int, size: int, access: Access) -> int:
+            return access(offset, size)
 
-        def read(uc: Uc, offset: int, size: int, dev: Device) -> int:
-            return dev.read(offset, size)
+        def write(uc: Uc, offset: int, size: int, value: int, store: Store) -> None:
+            store(offset, size, value)
 
-        def write(uc: Uc, offset: int, size: int, value: int, dev: Device) -> None:
-            dev.write(offset, size, value)
-
-        self.uc.mmio_map(device.base, size, read, device, write, device)
+        for base, size, access, store in device.windows():
+            pages = -(-size // 0x1000) * 0x1000  # unicorn maps whole pages
+            self.uc.mmio_map(base, pages, read, access, write, store)
 
     def _reset_aarch64(self) -> None:
         # SCR_EL3 = NS | HCE | RW and HCR_EL2.RW: EL1 is AArch64 (48-bit tables) and HVC is
@@ -293,6 +300,78 @@ class Machine:
                 cause = 8 + uc.reg_read(rv.UC_RISCV_REG_PRIV)
             self._riscv_trap(cause, epc)
 
+    def counter(self) -> int:
+        """CNTVCT/CNTPCT: unicorn's counter, which follows the host clock."""
+        return self.uc.cpr_read(3, 3, 14, 0, 2)
+
+    def _on_sysreg(self, uc: Uc, reg: int, cp: object, _user: object) -> bool:
+        """MRS/MSR of CNTV_* / CNTP_* (op0 3, op1 3, CRn 14, CRm 3 or 2): emulated here."""
+        if (cp.op0, cp.op1, cp.crn) != (3, 3, 14) or cp.crm not in (2, 3):  # type: ignore[attr-defined]
+            return False
+        timer = self.timers[27 if cp.crm == 3 else 30]  # type: ignore[attr-defined]
+        op2 = cp.op2  # type: ignore[attr-defined]
+        is_read = self._last_is_mrs(uc)
+        now = self.counter()
+        if is_read:
+            if op2 == 0:
+                value = (timer.cval - now) & 0xFFFF_FFFF
+            elif op2 == 1:
+                value = timer.ctl | (4 if now >= timer.cval else 0)
+            else:
+                value = timer.cval
+            uc.reg_write(reg, value)
+        else:
+            value = uc.reg_read(reg)
+            if op2 == 0:  # TVAL: signed 32-bit offset from now
+                timer.cval = (now + ((value & 0xFFFF_FFFF) ^ 0x8000_0000) - 0x8000_0000) & (
+                    (1 << 64) - 1
+                )
+            elif op2 == 1:
+                timer.ctl = value & 3
+            else:
+                timer.cval = value
+            self._update_timers()
+        return True
+
+    def _last_is_mrs(self, uc: Uc) -> bool:
+        insn = struct.unpack("<I", uc.mem_read(uc.reg_read(a64.UC_ARM64_REG_PC), 4))[0]
+        return bool(insn >> 21 & 1)  # the L bit: 1 for MRS, 0 for MSR
+
+    def _update_timers(self) -> None:
+        if self.gic is None:
+            return
+        now = self.counter()
+        for ppi, timer in self.timers.items():
+            self.gic.set_line(ppi, timer.ctl & 3 == 1 and now >= timer.cval)
+
+    def _aarch64_poll(self) -> None:
+        """Raise timer lines and take a pending IRQ if PSTATE.I allows it."""
+        if self.gic is None:
+            return
+        self._update_timers()
+        uc = self.uc
+        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
+        if pstate & (1 << 7) or not self.gic.pending_irq():
+            return
+        self._aarch64_enter(0x80, uc.reg_read(a64.UC_ARM64_REG_PC), None)
+
+    def _aarch64_enter(self, kind_offset: int, elr: int, esr: int | None) -> bool:
+        """Exception entry to EL1 at VBAR_EL1 + table offset; False if there is no table."""
+        uc = self.uc
+        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
+        vbar = uc.cpr_read(3, 0, 12, 0, 0)
+        # Only EL1 -> EL1 is modelled: from EL0 the stack pointer would need banking.
+        if (pstate >> 2) & 3 != 1 or vbar == 0:
+            return False
+        base = 0x200 if pstate & 1 else 0x000  # current EL with SP_ELx, or with SP_EL0
+        uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked
+        uc.cpr_write(3, 0, 4, 0, 1, elr)  # ELR_EL1; a CP_REG write also refreshes the cached EL
+        uc.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
+        if esr is not None:
+            uc.cpr_write(3, 0, 5, 2, 0, esr)  # ESR_EL1
+        uc.reg_write(a64.UC_ARM64_REG_PC, vbar + base + kind_offset)
+        return True
+
     # aarch64 exception classes (ESR_EL1.EC) for the traps unicorn hands us, and IL (32-bit).
     _EC_UNKNOWN, _EC_SVC64 = 0x00, 0x15
     _ESR_IL = 1 << 25
@@ -301,8 +380,6 @@ class Machine:
         """Take a synchronous exception to EL1 through VBAR_EL1, as the CPU would have."""
         uc = self.uc
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)
-        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
-        vbar = uc.cpr_read(3, 0, 12, 0, 0)
         if intno == 1:  # undefined instruction: pc at it, and it is where ERET returns
             esr, elr = self._EC_UNKNOWN << 26 | self._ESR_IL, pc
         elif intno == 2:  # SVC: pc already after it; ISS is the immediate
@@ -311,16 +388,8 @@ class Machine:
         else:
             self._fault(f"exception {intno}")
             return
-        # Only EL1 -> EL1 is modelled: from EL0 the stack pointer would need banking.
-        if (pstate >> 2) & 3 != 1 or vbar == 0:
+        if not self._aarch64_enter(0x000, elr, esr):
             self._fault(f"exception {intno} with no EL1 vector table")
-            return
-        offset = 0x200 if pstate & 1 else 0x000  # current EL with SP_ELx, or with SP_EL0
-        uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked
-        uc.cpr_write(3, 0, 4, 0, 1, elr)  # ELR_EL1; a CP_REG write also refreshes the cached EL
-        uc.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
-        uc.cpr_write(3, 0, 5, 2, 0, esr)  # ESR_EL1
-        uc.reg_write(a64.UC_ARM64_REG_PC, vbar + offset)
 
     def _riscv_trap(self, cause: int, epc: int) -> None:
         """Enter machine mode at mtvec as the hart would (unicorn does not vector traps)."""
@@ -360,9 +429,14 @@ class Machine:
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: sleep until the next timer event (bounded)."""
-        wait_ns = 1_000_000
+        wait_ns = 10_000_000
         if self.clint is not None:
-            wait_ns = min(self.clint.ns_until_timer(), 10_000_000)
+            wait_ns = min(self.clint.ns_until_timer(), wait_ns)
+        if self.arch == "aarch64":
+            now = self.counter()
+            for timer in self.timers.values():
+                if timer.ctl & 3 == 1:
+                    wait_ns = min(wait_ns, max(0, timer.cval - now) * 16)  # 62.5 MHz ticks
         if wait_ns:
             time.sleep(wait_ns / 1e9)
 
@@ -395,9 +469,19 @@ class Machine:
                 self._idle()
             if self.arch == "riscv64":
                 self._riscv_poll()
+            else:
+                self._aarch64_poll()
         if self.fault:
             raise MachineError(self.fault)
         return self.exit_status
+
+
+@dataclass
+class GenericTimer:
+    """One ARM generic timer's registers (CTL bits ENABLE and IMASK, compare value)."""
+
+    ctl: int = 0
+    cval: int = 0
 
 
 def _align(value: int, to: int) -> int:

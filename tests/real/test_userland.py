@@ -99,3 +99,27 @@ def test_busybox_shell_tools(debian_root: Path, tmp_path: Path) -> None:  # noqa
     )
     assert result.stdout == (b"b 3\nheLLo\nout/d/e/f\nout/d/g\nx\ny\nd/e/f\nlast 0\n")
     assert result.returncode == 0
+
+
+RESOLVE = (
+    "import socket\n"
+    "print(sorted({a[4][0] for a in socket.getaddrinfo('localhost', 80,"
+    " proto=socket.IPPROTO_TCP)}))\n"
+    "print(socket.gethostbyname('localhost'))\n"
+)
+
+
+def test_getaddrinfo_reads_the_hosts_file(debian_root: Path) -> None:  # noqa: F811
+    """The sysroot has no /etc/hosts, so glibc's files backend reads the host's, as under
+    qemu-user; the answer is the host's own."""
+    host = subprocess.run([sys.executable, "-c", RESOLVE], capture_output=True)
+    guest = run_guest(
+        "aarch64",
+        debian_root / "usr" / "bin" / "python3.11",
+        "-c",
+        RESOLVE,
+        options=("-L", str(debian_root)),
+    )
+    assert host.returncode == 0
+    assert guest.stdout == host.stdout
+    assert guest.returncode == 0

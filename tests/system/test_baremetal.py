@@ -35,7 +35,7 @@ def test_serial_file_and_null(tmp_path) -> None:
     assert (result.returncode, result.stdout) == (0, "")
 
 
-def test_aarch64_traps_through_own_vector_table() -> None:
+def test_aarch64_traps_and_timer_irq_through_own_vector_table() -> None:
     elf = fixture("traps-aarch64.elf")
     result = run_system("aarch64", "-M", "virt", "-nographic", "-kernel", str(elf))
     assert result.stdout.splitlines() == [
@@ -44,6 +44,8 @@ def test_aarch64_traps_through_own_vector_table() -> None:
         "back from svc",
         "trap EC=0x0000 ISS=0x0000",
         "back from undefined instruction",
+        "irq id=0x001b",
+        "back from timer interrupt",
     ]
     assert result.returncode == 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from qemuser.system.devices import Clint, Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.devices import Clint, GicV2, Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
 from qemuser.system.fdt import FDT_MAGIC, Node
 
 
@@ -99,3 +99,26 @@ def test_clint_mtime_follows_clock_and_mtimecmp_halves() -> None:
     assert clint.timer_pending()
     clint.write(Clint.MSIP, 4, 1)
     assert clint.software_pending()
+
+
+def test_gicv2_acknowledge_priority_mask_and_eoi() -> None:
+    gic, _ = attached(GicV2(base=0x0800_0000, cpu_base=0x0801_0000))
+    assert gic.read(0x004, 4) == 288 // 32 - 1
+    gic.set_line(33, True)  # board line 1 (the PL011)
+    gic.write(0x000, 4, 1)
+    gic.cpu_write(0x00, 4, 1)
+    assert not gic.pending_irq()  # not enabled yet
+    gic.write(0x104, 4, 1 << 1)  # ISENABLER1: id 33
+    assert gic.read(0x184, 4) == 1 << 1
+    assert not gic.pending_irq()  # PMR 0 masks every priority
+    gic.cpu_write(0x04, 4, 0xF0)
+    assert gic.pending_irq()
+    assert gic.cpu_read(0x0C, 4) == 33
+    assert not gic.pending_irq() and gic.cpu_read(0x0C, 4) == GicV2.SPURIOUS  # active
+    gic.cpu_write(0x10, 4, 33)
+    assert gic.pending_irq()  # still level-high after EOI
+    gic.set_line(33, False)
+    assert not gic.pending_irq()
+    gic.write(0xF00, 4, 5)  # SGI 5 to ourselves
+    gic.write(0x100, 4, 1 << 5)
+    assert gic.cpu_read(0x0C, 4) == 5
