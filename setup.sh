@@ -18,6 +18,7 @@ APT_PACKAGES=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-riscv64-linux-gnu g++-riscv64-linux-gnu libc6-dev-riscv64-cross
     qemu-user make python3 python3-venv ca-certificates time
+    gcc libc6-dev util-linux
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -94,7 +94,7 @@ def _import_tree(package: str, skip: tuple[str, ...] = ()) -> None:
 def preload() -> None:
     """Import everything the emulator may need, before a chroot hides our files: our modules
     (some are namespace packages, so go by the files), unicorn's per-arch modules (imported
-    lazily), pyelftools, and the codecs Python loads on demand."""
+    lazily), pyelftools, the codecs Python loads on demand, and libgcc_s."""
     import importlib
 
     _import_tree("qemuser", skip=(("cli",), ("system",)))
@@ -102,6 +102,12 @@ def preload() -> None:
     _import_tree("elftools")
     for name in ("encodings.idna", "encodings.ascii", "encodings.latin_1"):
         importlib.import_module(name)
+    # glibc dlopens libgcc_s when a thread exits (pthread_exit unwinds): load it now, or our
+    # helper threads abort the process once the chroot hides the host's copy.
+    import ctypes
+    import ctypes.util
+
+    ctypes.CDLL(ctypes.util.find_library("gcc_s") or "libgcc_s.so.1")
 
 
 def enter_chroot(root_fd: int, cwd_fd: int | None) -> None:

@@ -335,8 +335,13 @@ def waitid(
 
 def close_on_exec_fds(keep: set[int]) -> None:
     """Close the fds marked FD_CLOEXEC, as the kernel does at execve."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc (a chroot without it): try every possible descriptor
+        import resource
+
+        open_fds = list(range(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    for fd in open_fds:
         if fd in keep:
             continue
         try:

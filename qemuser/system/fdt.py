@@ -114,7 +114,13 @@ class Node:
         return header + rsvmap + bytes(struct_block) + bytes(strings)
 
 
+# The devicetree spec's own names that really contain '_' (not a spelling of '-').
+_UNDERSCORE_NAMES = frozenset({"device_type"})
+
+
 def _prop_name(key: str) -> str:
+    if key in _UNDERSCORE_NAMES:
+        return key
     return key.replace("__", ",").replace("_", "-")
 
 

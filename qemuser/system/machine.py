@@ -126,8 +126,12 @@ class Machine:
     def _reset_aarch64(self) -> None:
         # SCR_EL3 = NS | HCE | RW and HCR_EL2.RW: EL1 is AArch64 (48-bit tables) and HVC is
         # defined, which PSCI over HVC needs (UNICORN-NOTES, system level).
-        self.uc.cpr_write(3, 6, 1, 1, 0, 0x501)
-        self.uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)
+        # SCR_EL3.APK/API and HCR_EL2.APK/API: pointer-authentication keys are not trapped
+        # (Debian's kernel programs them when -cpu max offers PAuth).
+        self.uc.cpr_write(3, 6, 1, 1, 0, 0x501 | 1 << 16 | 1 << 17)
+        self.uc.cpr_write(3, 4, 1, 1, 0, 1 << 31 | 1 << 40 | 1 << 41)
+        # CPTR_EL3.EZ: as firmware would, let EL1 reach SVE's ZCR_EL1 (-cpu max has SVE).
+        self.uc.cpr_write(3, 6, 1, 1, 2, 1 << 8)
 
     def build_fdt(self, initrd: tuple[int, int] | None) -> bytes:
         board = self.config.board
@@ -144,6 +148,8 @@ class Machine:
             reg=u64_cells(board.ram_base) + u64_cells(self.config.ram_size),
         )
         ctx = FdtContext(interrupt_parent=1, clock=2, gic=self.arch == "aarch64", cpu_intc=3)
+        if self.arch == "aarch64":
+            root.set("interrupt-parent", ctx.interrupt_parent)  # the GIC, for every node
         if self.arch == "aarch64":
             cpus = root.child("cpus", **{"#address-cells": 1, "#size-cells": 0})
             cpus.child(

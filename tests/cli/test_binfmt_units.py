@@ -150,3 +150,10 @@ def test_launcher_args():
     assert parsed.rest == [b"/t/x", b"x", b"--at-flags"]
     with pytest.raises(ValueError):
         parse_launcher_args([b"--bogus", b"1", b"--"])
+
+
+def test_no_binfmt_misc(tmp_path):
+    from qemuser.binfmt.system import BinfmtError, ensure_mounted
+
+    with pytest.raises(BinfmtError, match="does not exist"):
+        ensure_mounted(tmp_path / "missing")

@@ -122,3 +122,8 @@ def test_gicv2_acknowledge_priority_mask_and_eoi() -> None:
     gic.write(0xF00, 4, 5)  # SGI 5 to ourselves
     gic.write(0x100, 4, 1 << 5)
     assert gic.cpu_read(0x0C, 4) == 5
+
+
+def test_fdt_keyword_property_names() -> None:
+    node = Node("").child("cpu@0", device_type="cpu", riscv__isa="rv64", clock_frequency=1)
+    assert list(node.props) == ["device_type", "riscv,isa", "clock-frequency"]
