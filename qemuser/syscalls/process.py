@@ -173,11 +173,11 @@ class SyscallRegisters:
 def host_path_in(sysroot: str | None, path: bytes) -> bytes:
     """`path` inside `sysroot` when it exists there (absolute paths only), else `path`.
 
-    qemu-user's rule (access F_OK): a dangling link in the sysroot does not hide the host's
-    file."""
+    A symbolic link in the sysroot counts even when it dangles, so that readlink and lstat of
+    the sysroot's own links work (qemu-user's access(F_OK) would skip them)."""
     if sysroot and path.startswith(b"/"):
         candidate = os.fsencode(sysroot).rstrip(b"/") + path
-        if os.path.exists(candidate):
+        if os.path.lexists(candidate):
             return candidate
     return path
 
@@ -384,7 +384,6 @@ class Process:
                 except (OSError, ValueError):
                     pass
         if native:
-            signal.set_wakeup_fd(-1)
             signal.pthread_sigmask(
                 signal.SIG_SETMASK,
                 {
@@ -401,8 +400,6 @@ class Process:
             if action.handler == SIG_IGN:
                 self.signals.actions[signo] = SigAction(handler=SIG_IGN)
         self.umask_value = previous.umask_value
-        if previous.signal_bridge is not None:
-            previous.signal_bridge.close()
 
     def spawn_thread(
         self, flags: int, child_stack: int, parent_tid: int, tls: int, child_tid: int
@@ -529,7 +526,9 @@ class Process:
         while True:
             self.mem.last_fault = None
             try:
-                if self.sched.multi:
+                if self.sched.multi or self.signal_bridge is not None:
+                    # other threads, or host signals, need the loop back now and then: the
+                    # engine must not be stopped from another thread (see sigstate.py)
                     uc.emu_start(pc, STOP_ADDRESS, count=SLICE_INSTRUCTIONS)
                 else:
                     uc.emu_start(pc, STOP_ADDRESS)

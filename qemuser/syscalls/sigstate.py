@@ -1,9 +1,11 @@
 """A guest process's signals: dispositions, mask, pending queue, alternate stack, delivery.
 
-How host signals reach the guest: while the guest has a handler for a signal, the host
+How host signals reach the guest: while the guest handles or blocks a signal, the host
 disposition is a Python handler that queues it. Python runs that handler only between
-bytecodes, so the C-level wakeup fd (signal.set_wakeup_fd) wakes a watcher thread that stops
-the engine at once; the run loop then builds the guest's frame. A host signal that arrives
+bytecodes, so while such a handler exists the engine runs in counted slices (threads.py's
+SLICE_INSTRUCTIONS) and the run loop delivers what is pending between them. (Stopping the
+engine from another host thread with uc_emu_stop was tried: it corrupts guest loads in
+flight, seen as wild reads of address 0.) A host signal that arrives
 during a blocking host call makes the kernel end it with EINTR (Python's handlers have no
 SA_RESTART), which becomes the guest's EINTR or a restart under SA_RESTART (hostio.py). While the
 guest leaves a signal at SIG_DFL or SIG_IGN, the host disposition is the same, so the kernel
@@ -12,7 +14,6 @@ itself does what it would do to a native program (and SIG_IGN survives execve).
 
 from __future__ import annotations
 
-import os
 import signal
 import struct
 import threading
@@ -125,7 +126,8 @@ class SignalState:
     mask: int = 0
     pending: list[PendingSignal] = field(default_factory=list)
     alt_stack: tuple[int, int, int] = (0, SS_DISABLE, 0)  # ss_sp, ss_flags, ss_size
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # re-entrant: the Python signal handler that queues may run while this thread holds it
+    lock: threading.RLock = field(default_factory=threading.RLock)
     router: Callable[[PendingSignal], bool] | None = None  # signalfd delivery
 
     def action(self, signo: int) -> SigAction:
@@ -169,53 +171,8 @@ class HostSignalBridge:
 
     def __init__(self, proc: Process) -> None:
         self.proc = proc
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        proc.host_fd_reserved.update({self.read_fd, self.write_fd})
-        self.previous_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
         self._overrides: dict[int, bytes] = {}  # siginfo for signals we raise ourselves
-        self._overrides_lock = threading.Lock()
-        self._watcher = threading.Thread(target=self._watch, name="qemuser-signals", daemon=True)
-        self._watcher.start()
-
-    def _watch(self) -> None:
-        import select
-
-        keep_signals_for_the_main_thread()
-        while True:
-            try:
-                select.select([self.read_fd], [], [])
-                data = os.read(self.read_fd, 64)
-            except OSError:
-                return
-            # With guest threads the engine stops every slice anyway; an emu_stop from this
-            # thread then could land in a context switch (see threads.py).
-            if data and not self.proc.sched.multi:
-                self._stop_until_delivered()
-
-    def _stop_until_delivered(self) -> None:
-        """Stop the engine until the run loop has taken the signal. One emu_stop is not enough:
-        it is lost when it lands between two runs of the engine, and the signal would then
-        wait for the guest's next system call, forever for a guest that only computes."""
-        import time
-
-        seen_pending = False
-        for attempt in range(500):  # about a second at most
-            self.proc.uc.emu_stop()
-            time.sleep(0.002)
-            if self.proc.signals.deliverable():
-                seen_pending = True
-            elif seen_pending or attempt > 25:
-                return
-
-    def close(self) -> None:
-        """Retire this bridge (the process image it served was replaced by execve)."""
-        signal.set_wakeup_fd(-1)
-        for fd in (self.read_fd, self.write_fd):
-            self.proc.host_fd_reserved.discard(fd)
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._overrides_lock = threading.RLock()
 
     def send_to_self(self, signo: int, siginfo: bytes) -> None:
         """Raise `signo` in this process as a host signal whose guest siginfo is `siginfo`."""

@@ -72,7 +72,12 @@ class Machine:
         except ValueError as exc:
             raise MachineError(f"machine layout: {exc}") from None
         self.uc: Uc = board.cpu.new_engine(model)
-        self.uc.mem_map(board.ram_base, self.config.ram_size)
+        try:
+            self.uc.mem_map(board.ram_base, self.config.ram_size)
+        except UcError as exc:
+            raise MachineError(
+                f"cannot set up guest memory of {self.config.ram_size} bytes: {exc}"
+            ) from None
         # Each machine gets its own device state: the board's tuple is a shared declaration.
         self.devices = [copy.deepcopy(d) for d in board.devices]
         for device in self.devices:
@@ -87,8 +92,9 @@ class Machine:
         if self.arch == "aarch64":
             self._reset_aarch64()
             # unicorn drops writes to the timer's CTL/CVAL (UNICORN-NOTES): keep them ourselves.
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, aux1=a64.UC_ARM64_INS_MRS)
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, aux1=a64.UC_ARM64_INS_MSR)
+            # user_data says the direction: pc is virtual here, so the insn cannot be re-read.
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, aux1=a64.UC_ARM64_INS_MRS)
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, aux1=a64.UC_ARM64_INS_MSR)
 
     # --- DeviceHost -------------------------------------------------------------------------
     def console_write(self, data: bytes) -> None:
@@ -310,13 +316,12 @@ class Machine:
         """CNTVCT/CNTPCT: unicorn's counter, which follows the host clock."""
         return self.uc.cpr_read(3, 3, 14, 0, 2)
 
-    def _on_sysreg(self, uc: Uc, reg: int, cp: object, _user: object) -> bool:
+    def _on_sysreg(self, uc: Uc, reg: int, cp: object, is_read: bool) -> bool:
         """MRS/MSR of CNTV_* / CNTP_* (op0 3, op1 3, CRn 14, CRm 3 or 2): emulated here."""
         if (cp.op0, cp.op1, cp.crn) != (3, 3, 14) or cp.crm not in (2, 3):  # type: ignore[attr-defined]
             return False
         timer = self.timers[27 if cp.crm == 3 else 30]  # type: ignore[attr-defined]
         op2 = cp.op2  # type: ignore[attr-defined]
-        is_read = self._last_is_mrs(uc)
         now = self.counter()
         if is_read:
             if op2 == 0:
@@ -338,10 +343,6 @@ class Machine:
                 timer.cval = value
             self._update_timers()
         return True
-
-    def _last_is_mrs(self, uc: Uc) -> bool:
-        insn = struct.unpack("<I", uc.mem_read(uc.reg_read(a64.UC_ARM64_REG_PC), 4))[0]
-        return bool(insn >> 21 & 1)  # the L bit: 1 for MRS, 0 for MSR
 
     def _update_timers(self) -> None:
         if self.gic is None:
