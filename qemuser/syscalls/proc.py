@@ -346,53 +346,34 @@ def setrlimit(proc: Process, which: int, new: int) -> int:
 
 
 # include/uapi/linux/resource.h: struct rusage, two __kernel_old_timeval then 14 longs
+# the fourteen long counters after the two timevals, in struct rusage's order
+RUSAGE_COUNTERS = (
+    "maxrss",
+    "ixrss",
+    "idrss",
+    "isrss",
+    "minflt",
+    "majflt",
+    "nswap",
+    "inblock",
+    "oublock",
+    "msgsnd",
+    "msgrcv",
+    "nsignals",
+    "nvcsw",
+    "nivcsw",
+)
 RUSAGE = Layout(
     "rusage",
     [("ru_utime_sec", "q"), ("ru_utime_usec", "q"), ("ru_stime_sec", "q"), ("ru_stime_usec", "q")]
-    + [
-        (f"ru_{name}", "q")
-        for name in (
-            "maxrss",
-            "ixrss",
-            "idrss",
-            "isrss",
-            "minflt",
-            "majflt",
-            "nswap",
-            "inblock",
-            "oublock",
-            "msgsnd",
-            "msgrcv",
-            "nsignals",
-            "nvcsw",
-            "nivcsw",
-        )
-    ],
+    + [(f"ru_{name}", "q") for name in RUSAGE_COUNTERS],
 )
 
 
 def _pack_rusage(ru: resource.struct_rusage) -> bytes:
     user_sec, user_usec = divmod(round(ru.ru_utime * 1_000_000), 1_000_000)
     system_sec, system_usec = divmod(round(ru.ru_stime * 1_000_000), 1_000_000)
-    counters = {
-        f"ru_{name}": getattr(ru, f"ru_{name}")
-        for name in (
-            "maxrss",
-            "ixrss",
-            "idrss",
-            "isrss",
-            "minflt",
-            "majflt",
-            "nswap",
-            "inblock",
-            "oublock",
-            "msgsnd",
-            "msgrcv",
-            "nsignals",
-            "nvcsw",
-            "nivcsw",
-        )
-    }
+    counters = {f"ru_{name}": getattr(ru, f"ru_{name}") for name in RUSAGE_COUNTERS}
     return RUSAGE.pack(
         ru_utime_sec=user_sec,
         ru_utime_usec=user_usec,
