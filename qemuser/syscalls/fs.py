@@ -91,12 +91,6 @@ HOST_SYS_STATX = 332
 HOST_SYS_FACCESSAT2 = 439
 
 
-def _give_signal_handlers_a_turn() -> None:
-    """Entering a Python function runs the Python-level handlers of signals that interrupted a
-    raw host call, so that a guest-handled signal ends the call as SignalInterrupt (restartable)
-    rather than as a bare EINTR."""
-
-
 def host_syscall(number: int, *args: object) -> int:
     """A raw host system call; OSError on failure.
 
@@ -114,8 +108,6 @@ def host_syscall(number: int, *args: object) -> int:
     result = _libc.syscall(ctypes.c_long(number), *converted)
     if result < 0:
         code = ctypes.get_errno()
-        if code == errno.EINTR:
-            _give_signal_handlers_a_turn()
         raise OSError(code, os.strerror(code))
     return result
 

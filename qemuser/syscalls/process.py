@@ -82,7 +82,6 @@ from qemuser.syscalls.sigstate import (
     HostSignalBridge,
     PendingSignal,
     SigAction,
-    SignalInterrupt,
     SignalState,
     bit,
     pack_fault_info,
@@ -196,10 +195,6 @@ class ExecRequest(BaseException):
 class SignalFd:
     write_end: int
     mask: int
-
-
-class GuestExit(Exception):
-    """The guest process ended (exit_group, or a fatal signal)."""
 
 
 @dataclass
@@ -536,12 +531,8 @@ class Process:
                 if self.exit.status is not None or self.exit.signal is not None:
                     break
                 self.pending_fatal = self._fault_signal(exc)
-            except GuestExit:
-                break
             if self._hook_error is not None:
                 error, self._hook_error = self._hook_error, None
-                if isinstance(error, GuestExit):
-                    break
                 raise error
             if self.exit.status is not None or self.exit.signal is not None:
                 break
@@ -860,8 +851,6 @@ class Process:
         try:
             args = [kind.decode(self, value) for kind, value in zip(sysdef.args, raw)]
             result = sysdef.handler(self, *args)
-        except SignalInterrupt:
-            result = self._interrupted(sysdef, raw)
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 result = self._interrupted(sysdef, raw)
@@ -869,7 +858,7 @@ class Process:
                 result = -(exc.errno or errno.EIO)
         except GuestFault:
             result = -errno.EFAULT
-        except (GuestExit, KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a bug of ours: say so in one line, fail the call
             self.log_line(f"qemuser: internal error in {sysdef.name}: {exc!r}")

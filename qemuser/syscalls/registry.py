@@ -257,7 +257,6 @@ class SyscallDef:
     handler: Callable[..., int]
     args: tuple[ArgKind, ...]
     ret: str = Ret.INT
-    restartable: bool = False  # SA_RESTART applies when it is interrupted (issue 3)
 
 
 REGISTRY: dict[str, SyscallDef] = {}

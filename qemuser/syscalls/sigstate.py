@@ -191,15 +191,6 @@ class HostSignalBridge:
         self.proc.signals.queue(PendingSignal(signo, info))
 
 
-class SignalInterrupt(Exception):
-    """A guest-handled signal cut a blocking system call short (raised by code that waits in
-    Python loops; host calls report it as OSError(EINTR), see hostio.py)."""
-
-    def __init__(self, signo: int) -> None:
-        super().__init__(signo)
-        self.signo = signo
-
-
 def pack_kill_info(signo: int, code: int, pid: int, uid: int, value: int | None = None) -> bytes:
     from qemuser.syscalls.abi.sigframe import pack_siginfo
 

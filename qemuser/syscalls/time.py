@@ -19,7 +19,6 @@ from qemuser.syscalls.sigstate import (
     DEFAULT_IGNORE,
     SIG_DFL,
     SIG_IGN,
-    SignalInterrupt,
     bit,
 )
 
@@ -87,7 +86,7 @@ def wait_unless_signalled(proc: Process, wait: Callable[[], int]) -> int | None:
     """Run a blocking `wait()`; None when a signal cut it short (see signal_ends_wait).
 
     A host signal interrupts the host call under `wait()` whether or not the guest blocks it
-    (OSError(EINTR), or SignalInterrupt from code that waits in Python): for a signal that
+    (OSError(EINTR)): for a signal that
     should not end the wait, `wait()` runs again and must compute its own time left, so that
     the guest's timeout is kept rather than restarted.
     """
@@ -96,8 +95,6 @@ def wait_unless_signalled(proc: Process, wait: Callable[[], int]) -> int | None:
             if signal_ends_wait(proc):
                 return None
             return wait()
-        except SignalInterrupt:
-            continue
         except OSError as exc:
             if exc.errno != errno.EINTR:
                 raise
