@@ -78,6 +78,18 @@ class InitialStack:
     env_end: int
 
 
+def _push_strings(mem: AddressSpace, top: int, strings: list[bytes]) -> tuple[int, list[int]]:
+    """Copy NUL-terminated strings down from `top`, the last one highest, as the kernel's
+    copy_strings does; returns the new top and each string's address, in order."""
+    addresses = []
+    for s in reversed(strings):
+        top -= len(s) + 1
+        mem.write_init(top, s + b"\0")
+        addresses.append(top)
+    addresses.reverse()
+    return top, addresses
+
+
 def build_stack(
     mem: AddressSpace,
     stack_top: int,
@@ -98,21 +110,10 @@ def build_stack(
     execfn_addr = p
     mem.write_init(p, execfn + b"\0")
 
-    env_addrs = []
     env_end = p
-    for s in reversed(envp):
-        p -= len(s) + 1
-        mem.write_init(p, s + b"\0")
-        env_addrs.append(p)
-    env_addrs.reverse()
-    env_start = p
-    arg_addrs = []
-    args_end = p
-    for s in reversed(argv):
-        p -= len(s) + 1
-        mem.write_init(p, s + b"\0")
-        arg_addrs.append(p)
-    arg_addrs.reverse()
+    p, env_addrs = _push_strings(mem, p, envp)
+    env_start = args_end = p
+    p, arg_addrs = _push_strings(mem, p, argv)
     strings_start = p
 
     p &= ~15
