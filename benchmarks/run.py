@@ -8,6 +8,17 @@ sides print the same output and exit 0, and prints the median wall time of each 
 qemuser/qemu-user, the bar from issue 6 and the peak RSS of each side. The CPython workload runs
 Debian's arm64 python3.11 from the root that tests/real fetches (cache/debian-arm64-root).
 
+The "processes" workload is Debian's arm64 bash starting 40 foreign programs (`true`, dynamic) in a
+loop. qemu-user runs a foreign child only through binfmt_misc, so its side runs with Debian's
+qemu-aarch64 handler registered (and any other handler that would take arm64 files disabled);
+qemuser runs its children itself, so its side runs with that handler removed again. The machine's
+binfmt_misc state (entries, status, whether it was mounted) is restored afterwards, whatever
+happens; the lock the binfmt tests take keeps them from running at the same time.
+
+On a fresh machine, what the workloads need from Debian (qemu-user, GNU time, the cross compilers)
+is installed with apt-get when missing (as root); qemu-user-binfmt is not, since its installation
+would register handlers machine-wide.
+
 Exit status: 1 if a workload failed or the two sides disagreed; with --strict, 2 if a ratio is over
 its bar; 0 otherwise.
 """
@@ -15,6 +26,9 @@ its bar; 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import compileall
+import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -23,8 +37,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from qemuser.binfmt.handler import Handler, claims, elf_magic, parse_entry
+from qemuser.binfmt.system import (
+    BINFMT_DIR,
+    SPECIAL,
+    BinfmtError,
+    ensure_mounted,
+    entries,
+    register,
+    remove,
+)
+from qemuser.cpu.aarch64 import AARCH64
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
@@ -32,6 +59,20 @@ BUILD = ROOT / "cache" / "bench"
 VENV_BIN = ROOT / ".venv" / "bin"
 COMPUTE_ROUNDS = "3000"  # 1-3 s under qemu-user: the loop, not start-up, dominates
 GNU_TIME = "/usr/bin/time"  # Debian package "time", installed by setup.sh
+FORKS = 40  # foreign programs the "processes" workload starts
+# Debian packages that provide what the workloads need, by the command they provide.
+DEBIAN_TOOLS = {
+    "qemu-aarch64": "qemu-user",
+    "qemu-riscv64": "qemu-user",
+    GNU_TIME: "time",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+}
+# Debian's registration of qemu-aarch64 (package qemu-user-binfmt), when installed.
+DEBIAN_BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+BENCH_HANDLER = "qemuser-bench-qemu-aarch64"  # our own name: never clashes with a real entry
+# The lock tests/cli/test_binfmt_kernel.py holds while it changes binfmt_misc.
+BINFMT_LOCK = Path(tempfile.gettempdir()) / "qemuser-binfmt-tests.lock"
 
 
 @dataclass(frozen=True)
@@ -41,6 +82,11 @@ class Bench:
     bar: float  # ratio of medians qemuser/qemu-user that issue 6 asks for
     argv: tuple[str, ...]  # guest program and its arguments
     sysroot: Path | None = None
+    # Give the sysroot as QEMU_LD_PREFIX instead of -L, so that foreign children (which qemu-user
+    # starts through binfmt_misc, as new qemu-user processes) find it too.
+    sysroot_in_env: bool = False
+    # qemu-user's side needs its binfmt_misc handler registered (foreign children).
+    needs_binfmt: bool = False
 
 
 @dataclass
@@ -63,7 +109,7 @@ def build(arch: str, source: str) -> Path:
     return out
 
 
-def run_once(cmd: list[str]) -> tuple[float, int, bytes, int]:
+def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes, int]:
     """Wall time, peak RSS (KiB), stdout and exit status of one run.
 
     The peak RSS comes from GNU time: a child forked by this (big) Python process would inherit its
@@ -72,7 +118,10 @@ def run_once(cmd: list[str]) -> tuple[float, int, bytes, int]:
     with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.run(
-            [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd], stdout=subprocess.PIPE, stderr=err
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
         )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
@@ -82,21 +131,31 @@ def run_once(cmd: list[str]) -> tuple[float, int, bytes, int]:
     return elapsed, int(peak[-1]) if peak else 0, proc.stdout, proc.returncode
 
 
-def command(side: str, bench: Bench) -> list[str]:
+def command(side: str, bench: Bench) -> tuple[list[str], dict[str, str] | None]:
+    """The command line and environment (None: ours) of one side."""
     if side == "qemuser":
         cmd = [str(VENV_BIN / f"qemuser-{bench.arch}")]
     else:
         cmd = [f"qemu-{bench.arch}"]
-    if bench.sysroot is not None:
+    env = None
+    if bench.sysroot is not None and bench.sysroot_in_env:
+        env = os.environ | {"QEMU_LD_PREFIX": str(bench.sysroot)}
+    elif bench.sysroot is not None:
         cmd += ["-L", str(bench.sysroot)]
-    return cmd + list(bench.argv)
+    return cmd + list(bench.argv), env
 
 
-def measure(bench: Bench, runs: int) -> dict[str, Side] | str:
+def measure(bench: Bench, runs: int, binfmt: BinfmtSandbox | None) -> dict[str, Side] | str:
     sides: dict[str, Side] = {}
     for _ in range(runs):
         for side in ("qemuser", "qemu-user"):  # alternate, so that drift hits both alike
-            elapsed, rss, out, status = run_once(command(side, bench))
+            cmd, env = command(side, bench)
+            handler = contextlib.nullcontext()
+            if side == "qemu-user" and bench.needs_binfmt:
+                assert binfmt is not None
+                handler = binfmt.qemu_user_handler()
+            with handler:
+                elapsed, rss, out, status = run_once(cmd, env)
             if status != 0:
                 return f"{side} exited with status {status}"
             entry = sides.setdefault(side, Side([], 0, out))
@@ -112,6 +171,101 @@ def measure(bench: Bench, runs: int) -> dict[str, Side] | str:
     return sides
 
 
+class BinfmtSandbox:
+    """binfmt_misc for the qemu-user side of the "processes" workload.
+
+    Made by `binfmt_sandbox()`, which restores the machine's binfmt_misc exactly as it found it.
+    """
+
+    def __init__(self) -> None:
+        self.register_line = qemu_register_line()
+        self.status = BINFMT_DIR / "status"
+
+    @contextlib.contextmanager
+    def qemu_user_handler(self) -> Iterator[None]:
+        """qemu-aarch64 registered as the only handler of arm64 ELF files, for one run."""
+        disabled: list[str] = []
+        status_was = self.status.read_text().strip()
+        try:
+            for handler in entries():  # a qemuser handler, say, must not take qemu-user's files
+                if handler.enabled and claims(handler, AARCH64):
+                    (BINFMT_DIR / handler.name).write_text("0")
+                    disabled.append(handler.name)
+            if status_was != "enabled":
+                self.status.write_text("1")
+            (BINFMT_DIR / "register").write_text(self.register_line)
+            yield
+        finally:
+            remove(BENCH_HANDLER)
+            for name in disabled:
+                (BINFMT_DIR / name).write_text("1")
+            if status_was != "enabled":
+                self.status.write_text("0")
+
+
+def binfmt_snapshot() -> dict[str, str]:
+    """Every entry's text, and the status, by file name."""
+    return {path.name: path.read_text() for path in BINFMT_DIR.iterdir() if path.name != "register"}
+
+
+def binfmt_restore(before: dict[str, str]) -> None:
+    for path in BINFMT_DIR.iterdir():
+        if path.name not in SPECIAL and before.get(path.name) != path.read_text():
+            path.write_text("-1")
+    for name, text in before.items():
+        if name not in SPECIAL and not (BINFMT_DIR / name).exists():
+            register(parse_entry(name, text))
+    (BINFMT_DIR / "status").write_text("1" if before["status"].startswith("enabled") else "0")
+
+
+@contextlib.contextmanager
+def binfmt_sandbox() -> Iterator[BinfmtSandbox]:
+    """Mounts binfmt_misc when needed; afterwards the entries, the status and the mount are as
+    they were, also when a run fails or is interrupted."""
+    if os.geteuid() != 0:
+        sys.exit("benchmarks: the processes workload needs root (qemu-user's binfmt_misc handler)")
+    with open(BINFMT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # binfmt_misc is one for the whole machine
+        was_mounted = (BINFMT_DIR / "register").exists()
+        try:
+            ensure_mounted()
+        except BinfmtError as exc:
+            sys.exit(f"benchmarks: {exc}")
+        before = binfmt_snapshot()
+        try:
+            yield BinfmtSandbox()
+        finally:
+            try:
+                binfmt_restore(before)
+            finally:
+                if not was_mounted:
+                    subprocess.run(["umount", str(BINFMT_DIR)], check=False)
+
+
+def qemu_register_line() -> str:
+    """Debian's registration of qemu-aarch64 under our own name; without qemu-user-binfmt, the
+    same magic and mask with qemu-aarch64 itself as the interpreter."""
+    if DEBIAN_BINFMT_CONF.exists():
+        for line in DEBIAN_BINFMT_CONF.read_text().splitlines():
+            if line.startswith(":"):
+                _, _name, rest = line.split(":", 2)
+                return f":{BENCH_HANDLER}:{rest}"
+    magic, mask = elf_magic(AARCH64)
+    qemu = shutil.which("qemu-aarch64") or "/usr/bin/qemu-aarch64"
+    return Handler(BENCH_HANDLER, qemu, "", magic=magic, mask=mask).register_line()
+
+
+def foreign_true(root: Path) -> Path:
+    """A copy of the root's (dynamic, arm64) `true` at a path that exists only in the root, so
+    that neither side can end up running the host's own `true`."""
+    target = root / "qemuser-bench" / "true"
+    source = root / "bin" / "true"
+    if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy2(source, target)
+    return target
+
+
 def benches(selected: set[str] | None) -> list[Bench]:
     def want(name: str) -> bool:
         return selected is None or name in selected
@@ -124,7 +278,7 @@ def benches(selected: set[str] | None) -> list[Bench]:
             )
     if want("startup"):
         found.append(Bench("startup", "aarch64", 10.0, (str(build("aarch64", "hello.c")),)))
-    if want("cpython") or want("syscalls"):
+    if want("cpython") or want("syscalls") or want("processes"):
         sys.path.insert(0, str(ROOT))
         from tests.real.debroot import ensure_root  # the root the real-program tests use
 
@@ -133,13 +287,28 @@ def benches(selected: set[str] | None) -> list[Bench]:
             script = str(WORKLOADS / "pyloop.py")
             python = str(root / "usr" / "bin" / "python3.11")
             found.append(Bench("cpython", "aarch64", 3.0, (python, "-S", script), root))
+        if want("processes"):
+            loop = f"for i in $(seq {FORKS}); do {foreign_true(root)}; done; echo {FORKS} done"
+            bash = str(root / "bin" / "bash")
+            found.append(
+                Bench(
+                    "processes",
+                    "aarch64",
+                    6.0,
+                    (bash, "-c", loop),
+                    root,
+                    sysroot_in_env=True,
+                    needs_binfmt=True,
+                )
+            )
         if want("syscalls"):
-            # busybox's dd (coreutils' needs more libraries than the root holds): 32 MiB in 4 KiB.
+            # Debian's coreutils dd (dynamic, from the root): 32 MiB in 4 KiB blocks, ~16k
+            # read+write calls; its statistics go to stderr, which is not compared.
             data = BUILD / "dd-32MiB.bin"
             if not data.exists() or data.stat().st_size != 32 << 20:
                 BUILD.mkdir(parents=True, exist_ok=True)
                 data.write_bytes(os.urandom(32 << 20))
-            dd = (str(root / "bin" / "busybox"), "dd", f"if={data}", "of=/dev/null", "bs=4k")
+            dd = (str(root / "bin" / "dd"), f"if={data}", "of=/dev/null", "bs=4k")
             found.append(Bench("syscalls", "aarch64", 5.0, dd, root))
     return found
 
@@ -148,17 +317,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each side (at least 3)")
     parser.add_argument(
-        "--only", help="comma-separated: compute-aarch64,compute-riscv64,startup,cpython,syscalls"
+        "--only",
+        help="comma-separated: compute-aarch64,compute-riscv64,startup,cpython,syscalls,processes",
     )
     parser.add_argument("--strict", action="store_true", help="exit 2 when a ratio is over its bar")
     args = parser.parse_args()
     if args.runs < 3:
         parser.error("--runs must be at least 3")
-    for tool in ("qemu-aarch64", "qemu-riscv64", GNU_TIME):
-        if shutil.which(tool) is None:
-            sys.exit(
-                f"benchmarks: {tool} is missing: run ./setup.sh (it installs qemu-user and time)"
-            )
+    install_missing_tools()
+    # Byte-compile qemuser first: with PYTHONDONTWRITEBYTECODE set (or a read-only tree), a
+    # module edited since its .pyc was written would be compiled again by every start.
+    compileall.compile_dir(ROOT / "qemuser", quiet=1)
     selected = set(args.only.split(",")) if args.only else None
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, runs={args.runs}")
@@ -166,31 +335,56 @@ def main() -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     failed = over = False
-    for bench in benches(selected):
-        result = measure(bench, args.runs)
-        if isinstance(result, str):
-            print(f"| {bench.name} | FAILED: {result} |", flush=True)
-            failed = True
-            continue
-        ours = statistics.median(result["qemuser"].times)
-        theirs = statistics.median(result["qemu-user"].times)
-        ratio = ours / theirs
-        verdict = "ok" if ratio <= bench.bar else "OVER"
-        over |= ratio > bench.bar
-        row = (
-            bench.name,
-            f"{ours:.3f}",
-            f"{theirs:.3f}",
-            f"{ratio:.2f}",
-            f"{bench.bar:g}",
-            verdict,
-            f"{result['qemuser'].peak_rss_kib / 1024:.0f} MiB",
-            f"{result['qemu-user'].peak_rss_kib / 1024:.0f} MiB",
-        )
-        print("| " + " | ".join(row) + " |", flush=True)
+    chosen = benches(selected)
+    with contextlib.ExitStack() as stack:
+        binfmt = None
+        if any(bench.needs_binfmt for bench in chosen):
+            binfmt = stack.enter_context(binfmt_sandbox())
+        for bench in chosen:
+            failed_now, over_now = report(bench, measure(bench, args.runs, binfmt))
+            failed |= failed_now
+            over |= over_now
     if failed:
         return 1
     return 2 if over and args.strict else 0
+
+
+def install_missing_tools() -> None:
+    """apt-get install what a fresh Debian machine lacks (qemu-user, time, cross compilers)."""
+    missing = sorted({pkg for tool, pkg in DEBIAN_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"benchmarks: missing Debian packages {' '.join(missing)}: run ./setup.sh")
+    print(f"# installing {' '.join(missing)} with apt-get", file=sys.stderr)
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "env": env}
+    subprocess.run(["apt-get", "update", "-q"], check=True, **quiet)
+    # no recommends: qemu-user recommends qemu-user-binfmt, which registers handlers machine-wide
+    install = ["apt-get", "install", "-q", "-y", "--no-install-recommends", *missing]
+    subprocess.run(install, check=True, **quiet)
+
+
+def report(bench: Bench, result: dict[str, Side] | str) -> tuple[bool, bool]:
+    """Prints the table row of one workload; returns (failed, over its bar)."""
+    if isinstance(result, str):
+        print(f"| {bench.name} | FAILED: {result} |", flush=True)
+        return True, False
+    ours = statistics.median(result["qemuser"].times)
+    theirs = statistics.median(result["qemu-user"].times)
+    ratio = ours / theirs
+    row = (
+        bench.name,
+        f"{ours:.3f}",
+        f"{theirs:.3f}",
+        f"{ratio:.2f}",
+        f"{bench.bar:g}",
+        "ok" if ratio <= bench.bar else "OVER",
+        f"{result['qemuser'].peak_rss_kib / 1024:.0f} MiB",
+        f"{result['qemu-user'].peak_rss_kib / 1024:.0f} MiB",
+    )
+    print("| " + " | ".join(row) + " |", flush=True)
+    return False, ratio > bench.bar
 
 
 def machine() -> str:

@@ -11,9 +11,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
+from qemuser.cli.system_devices import (
+    DEVICE_MODELS_BY_NAME,
+    DeviceOptionError,
+    device_help,
+    plan_devices,
+    property_help,
+)
 from qemuser.system.boards import BOARDS
 from qemuser.system.devices import DEVICE_TYPES
 from qemuser.system.machine import Machine, MachineConfig, MachineError
+from qemuser.system.virtio import VirtioMmio
 
 # Options that take a value, by canonical name; aliases map onto them.
 _WITH_VALUE = {
@@ -49,6 +57,8 @@ class UsageError(Exception):
 class Options:
     values: dict[str, str] = field(default_factory=dict)
     devices: list[str] = field(default_factory=list)
+    drives: list[str] = field(default_factory=list)
+    blockdevs: list[str] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
 
 
@@ -74,6 +84,10 @@ def parse_args(argv: list[str]) -> Options:
                 value = argv[i]
             if name == "device":
                 opts.devices.append(value)
+            elif name == "drive":
+                opts.drives.append(value)
+            elif name == "blockdev":
+                opts.blockdevs.append(value)
             else:
                 opts.values[name] = value
         else:
@@ -141,21 +155,16 @@ def run(arch: str, argv: list[str]) -> int:
         kind, _, rest = dev.partition(",")
         known = {d.kind: d for d in DEVICE_TYPES}
         if kind in ("help", "?"):
-            print("Devices built into the boards (not pluggable with -device):")
-            for d in DEVICE_TYPES:
-                print(f'name "{d.kind}", desc "{d.description}"')
+            print(device_help())
             return 0
-        if kind not in known:
-            raise UsageError(f"-device {dev}: '{kind}' is not a valid device model name")
-        if rest == "help":
-            print(f"{kind}: {known[kind].description}")
+        if rest in ("help", "?"):
+            if kind in DEVICE_MODELS_BY_NAME:
+                print(property_help(kind))
+            elif kind in known:
+                print(f"{kind}: {known[kind].description}")
+            else:
+                raise UsageError(f"-device {dev}: '{kind}' is not a valid device model name")
             return 0
-        raise UsageError(
-            f"-device {dev}: device '{kind}' cannot be added to machine '{board.name}'"
-        )
-    for unsupported in ("drive", "blockdev"):
-        if unsupported in opts.values:
-            raise UsageError(f"-{unsupported}: block devices are not supported yet")
     smp = opts.values.get("smp", "1").split(",", 1)[0].removeprefix("cpus=")
     if smp != "1":
         raise UsageError(f"-smp {smp}: only one CPU is supported")
@@ -180,8 +189,16 @@ def run(arch: str, argv: list[str]) -> int:
         bios=opts.values.get("bios"),
         no_reboot="no-reboot" in opts.flags,
     )
+    plan = plan_devices(
+        opts.drives,
+        opts.blockdevs,
+        opts.devices,
+        board.name,
+        warn=lambda text: print(text, file=sys.stderr),
+    )
     console = _serial(opts.values.get("serial", "stdio"))
     machine = Machine(config, console)
+    plan.plug_into([d for d in machine.devices if isinstance(d, VirtioMmio)])
     machine.boot()
     return machine.run()
 
@@ -190,7 +207,7 @@ def _main(arch: str) -> NoReturn:
     prog = f"qemuser-system-{arch}"
     try:
         status = run(arch, sys.argv[1:])
-    except (UsageError, MachineError) as exc:
+    except (UsageError, MachineError, DeviceOptionError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:

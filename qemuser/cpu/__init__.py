@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from unicorn import Uc
 
 
-@dataclass(frozen=True)
+# eq=False: these are compared by identity, and every start would compile the generated
+# __eq__/__hash__ (dataclass methods are compiled at import, ~0.3 ms each).
+@dataclass(frozen=True, eq=False)
 class SyscallConv:
     """How a system-call trap surfaces from unicorn and where its operands live."""
 
@@ -22,7 +24,7 @@ class SyscallConv:
     insn_size: int = 4  # bytes to step back when a call must be restarted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CpuModel:
     """A selectable CPU model (`-cpu NAME`)."""
 
@@ -31,7 +33,7 @@ class CpuModel:
     description: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CpuSpec:
     name: str
     elf_machine: int

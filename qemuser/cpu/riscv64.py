@@ -26,7 +26,10 @@ RISCV64 = CpuSpec(
     uc_arch=UC_ARCH_RISCV,
     uc_mode=UC_MODE_RISCV64,
     models=(
-        CpuModel("rv64", r.UC_CPU_RISCV64_ANY, "RV64GC (IMAFDC, Zicsr, Zifencei)"),
+        # BASE64, not ANY: ANY's misa lacks S (supervisor mode), which system guests need.
+        CpuModel(
+            "rv64", r.UC_CPU_RISCV64_BASE64, "RV64GC (IMAFDC, Zicsr, Zifencei), S and U modes"
+        ),
         CpuModel("sifive-u54", r.UC_CPU_RISCV64_SIFIVE_U54, "SiFive U54 (RV64GC)"),
     ),
     pc=r.UC_RISCV_REG_PC,

@@ -1,13 +1,14 @@
-"""ELF loading: program headers into the guest address space, as Linux's binfmt_elf does."""
+"""ELF loading: program headers into the guest address space, as Linux's binfmt_elf does.
+
+The headers are read with struct rather than pyelftools: loading needs only the ELF header and
+the program headers, and importing pyelftools cost ~50 ms of every start (and of every exec).
+"""
 
 from __future__ import annotations
 
 import os
 import struct
 from dataclasses import dataclass
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from qemuser.cpu import CPUS, CpuSpec, spec_for_machine
 from qemuser.loader.memory import (
@@ -18,10 +19,42 @@ from qemuser.loader.memory import (
     AddressSpace,
 )
 
-PT_LOAD = "PT_LOAD"
-PT_INTERP = "PT_INTERP"
-PT_GNU_STACK = "PT_GNU_STACK"
-PT_PHDR = "PT_PHDR"
+# p_type values (include/uapi/linux/elf.h)
+PT_LOAD = 1
+PT_INTERP = 3
+PT_PHDR = 6
+PT_GNU_STACK = 0x6474E551
+PF_X = 1
+
+# e_type names as binfmt_elf's messages and the loader use them (include/uapi/linux/elf.h)
+_ELF_TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+
+
+# eq=False: these are compared by identity, and every start would compile the generated
+# __eq__/__hash__ (dataclass methods are compiled at import, ~0.3 ms each).
+@dataclass(frozen=True, eq=False)
+class _ElfLayout:
+    """Where the fields this loader reads sit, per ELF class (include/uapi/linux/elf.h:
+    Elf32_Ehdr/Elf64_Ehdr after e_ident, Elf32_Phdr/Elf64_Phdr)."""
+
+    bits: int
+    # e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize, e_phentsize,
+    # e_phnum, e_shentsize, e_shnum, e_shstrndx
+    header: str
+    header_size: int
+    phdr: str
+    phdr_size: int
+    # indexes of p_type, p_offset, p_vaddr, p_filesz, p_memsz, p_flags, p_align in `phdr`
+    phdr_fields: tuple[int, int, int, int, int, int, int]
+
+
+_LAYOUTS = {
+    ELFCLASS64: _ElfLayout(64, "HHIQQQIHHHHHH", 64, "IIQQQQQQ", 56, (0, 2, 3, 5, 6, 1, 7)),
+    ELFCLASS32: _ElfLayout(32, "HHIIIIIHHHHHH", 52, "IIIIIIII", 32, (0, 1, 2, 4, 5, 6, 7)),
+}
 
 _MACHINE_NAMES = {
     3: "x86 (i386)",
@@ -44,7 +77,7 @@ class LoadError(Exception):
     """A program that cannot be loaded; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ElfInfo:
     """What the loader needs to know of an ELF file before placing it."""
 
@@ -57,13 +90,13 @@ class ElfInfo:
     phoff: int
     phentsize: int
     phnum: int
-    segments: tuple[tuple[str, int, int, int, int, int, int], ...]
+    segments: tuple[tuple[int, int, int, int, int, int, int], ...]
     # (type, offset, vaddr, filesz, memsz, flags, align)
     interp: bytes | None
     exec_stack: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedImage:
     info: ElfInfo
     base: int  # load bias (0 for ET_EXEC)
@@ -87,69 +120,72 @@ def read_elf_info(path: str, fd: int | None = None) -> ElfInfo:
         raise LoadError(f"Could not open '{path}': {exc.strerror}") from None
     with stream:
         stream.seek(0)
-        ident = stream.read(16)
-        if len(ident) < 4 or ident[:4] != b"\x7fELF":
-            raise LoadError(f"'{path}' is not an ELF executable")
-        if len(ident) < 16:
-            raise LoadError(f"'{path}' is a truncated ELF file")
-        stream.seek(0)
+        head = stream.read(64)
         size = os.fstat(stream.fileno()).st_size
+        if len(head) < 4 or head[:4] != b"\x7fELF":
+            raise LoadError(f"'{path}' is not an ELF executable")
+        if len(head) < 16:
+            raise LoadError(f"'{path}' is a truncated ELF file")
         corrupt = LoadError(f"'{path}' is a truncated or corrupt ELF file")
+        layout = _LAYOUTS.get(head[4])
+        if layout is None or head[5] not in (ELFDATA2LSB, ELFDATA2MSB):
+            raise corrupt
+        little_endian = head[5] == ELFDATA2LSB
+        order = "<" if little_endian else ">"
+        if len(head) < layout.header_size:
+            raise corrupt
+        (e_type, e_machine, _version, e_entry, e_phoff, _shoff, _flags, _ehsize, e_phentsize,
+         e_phnum, *_) = struct.unpack_from(order + layout.header, head, 16)  # fmt: skip
+        # What binfmt_elf checks before it trusts the program headers (ENOEXEC).
+        if e_phentsize != layout.phdr_size or not 0 < e_phnum <= 65536 // layout.phdr_size:
+            raise corrupt
+        if e_phoff + layout.phdr_size * e_phnum > size:
+            raise LoadError(f"'{path}' is a truncated ELF file")
         try:
-            elf = ELFFile(stream)
-            header = elf.header
-            # What binfmt_elf checks before it trusts the program headers (ENOEXEC).
-            phentsize = 56 if elf.elfclass == 64 else 32
-            if header.e_phentsize != phentsize or not 0 < header.e_phnum <= 65536 // phentsize:
-                raise corrupt
-            if header.e_phoff + phentsize * header.e_phnum > size:
-                raise LoadError(f"'{path}' is a truncated ELF file")
+            stream.seek(e_phoff)
+            table = stream.read(layout.phdr_size * e_phnum)
             segments = []
             interp = None
             exec_stack = False
-            for seg in elf.iter_segments():
-                h = seg.header
-                segments.append(
-                    (h.p_type, h.p_offset, h.p_vaddr, h.p_filesz, h.p_memsz, h.p_flags, h.p_align)
-                )
-                if h.p_type == PT_INTERP:
-                    if not 2 <= h.p_filesz <= 4096 or h.p_offset + h.p_filesz > size:
+            kind, offset, vaddr, filesz, memsz, flags, align = layout.phdr_fields
+            for fields in struct.iter_unpack(order + layout.phdr, table):
+                segment = (
+                    fields[kind], fields[offset], fields[vaddr], fields[filesz], fields[memsz],
+                    fields[flags], fields[align],
+                )  # fmt: skip
+                segments.append(segment)
+                p_type, p_offset, _, p_filesz, _, p_flags, _ = segment
+                if p_type == PT_INTERP:
+                    if not 2 <= p_filesz <= 4096 or p_offset + p_filesz > size:
                         raise corrupt
-                    stream.seek(h.p_offset)
-                    interp = stream.read(h.p_filesz).split(b"\0")[0]
-                elif h.p_type == PT_GNU_STACK:
-                    exec_stack = bool(h.p_flags & 1)
-        except (ELFError, struct.error, ValueError, OSError, OverflowError):
+                    stream.seek(p_offset)
+                    interp = stream.read(p_filesz).split(b"\0")[0]
+                elif p_type == PT_GNU_STACK:
+                    exec_stack = bool(p_flags & PF_X)
+        except (struct.error, ValueError, OSError, OverflowError):
             raise corrupt from None
     for seg in segments:
         if seg[0] == PT_LOAD and seg[1] + seg[3] > size:
             raise LoadError(f"'{path}' is a truncated ELF file (a segment lies past its end)")
         if seg[0] == PT_LOAD and (seg[3] > seg[4] or seg[2] + seg[4] >= 1 << 64):
             raise corrupt
-    if header.e_type not in ("ET_EXEC", "ET_DYN"):
-        raise LoadError(f"'{path}' is not an executable ELF file ({header.e_type})")
+    etype = _ELF_TYPES.get(e_type, str(e_type))
+    if etype not in ("ET_EXEC", "ET_DYN"):
+        raise LoadError(f"'{path}' is not an executable ELF file ({etype})")
     return ElfInfo(
         path=path,
-        machine=_machine_number(header.e_machine),
-        elf_class=elf.elfclass,
-        little_endian=elf.little_endian,
-        etype=header.e_type,
-        entry=header.e_entry,
-        phoff=header.e_phoff,
-        phentsize=header.e_phentsize,
-        phnum=header.e_phnum,
+        machine=e_machine,
+        elf_class=layout.bits,
+        little_endian=little_endian,
+        etype=etype,
+        entry=e_entry,
+        phoff=e_phoff,
+        phentsize=e_phentsize,
+        phnum=e_phnum,
         segments=tuple(segments),
         interp=interp,
         exec_stack=exec_stack,
     )
-
-
-def _machine_number(e_machine: str | int) -> int:
-    if isinstance(e_machine, int):
-        return e_machine
-    from elftools.elf.enums import ENUM_E_MACHINE
-
-    return ENUM_E_MACHINE.get(e_machine, -1)
 
 
 def check_arch(info: ElfInfo, spec: CpuSpec) -> None:

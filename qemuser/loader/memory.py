@@ -5,6 +5,14 @@ its "virtual TLB" mode: every TLB miss asks `_tlb_fill` for the page's own prote
 what lets PROT_NONE, read-only and no-exec pages behave as on Linux, and it keeps data pages
 non-executable, which avoids unicorn's slow self-modifying-code path on every store
 (shared/UNICORN-NOTES.md: 6-8x faster stores).
+
+Every guest page unicorn sees is host memory we mapped ourselves and lent to it with
+`mem_map_ptr` (private mappings: anonymous MAP_PRIVATE host pages, which a host fork copies;
+shared ones: MAP_SHARED host pages, which stay shared). So a guest buffer is also a host
+pointer, and read()/write() move data between a host fd and guest memory with no Python copy
+(`host_span`). unicorn still drops translated code only for stores it sees itself, so bytes
+bound for executable pages go through `uc.mem_write`, and making pages executable drops
+whatever was translated from them before.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import weakref
 from dataclasses import dataclass, field
 
 from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, Uc, UcError
@@ -34,6 +43,17 @@ MIN_MAP_ADDRESS = 0x10000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_HOST_PROT_READ_WRITE = 3
+_HOST_MAP_PRIVATE_ANONYMOUS_NORESERVE = 0x02 | 0x20 | 0x4000  # x86_64 host values
 
 
 _libc.mremap.restype = ctypes.c_void_p
@@ -44,6 +64,16 @@ _HOST_MAP_FAILED = ctypes.c_void_p(-1).value
 
 def _host_munmap(address: int, size: int) -> None:
     _libc.munmap(ctypes.c_void_p(address), size)
+
+
+def _host_private_map(size: int) -> int:
+    """Fresh zeroed host pages for a private guest mapping (reserved lazily, as Linux does)."""
+    address = _libc.mmap(
+        None, size, _HOST_PROT_READ_WRITE, _HOST_MAP_PRIVATE_ANONYMOUS_NORESERVE, -1, 0
+    )
+    if address is None or address == _HOST_MAP_FAILED:
+        raise OSError(errno.ENOMEM, "the host cannot back this mapping")
+    return address
 
 
 def _host_mremap(address: int, old_size: int, new_size: int) -> int:
@@ -96,6 +126,24 @@ class Mapping:
         return self.end - self.start
 
 
+@dataclass
+class HostPages:
+    """Host memory lent to unicorn for guest [start, end): guest address a is host address
+    host + (a - start). One record per `mem_map_ptr` call, cut as the guest unmaps parts."""
+
+    start: int
+    end: int
+    host: int
+    owned: bool  # private pages, released with the guest range; shared ones belong to a Mapping
+
+
+def _release_host_pages(table: list[HostPages]) -> None:
+    for pages in table:
+        if pages.owned:
+            _host_munmap(pages.host, pages.end - pages.start)
+    table.clear()
+
+
 @dataclass(frozen=True)
 class LastFault:
     address: int
@@ -120,6 +168,14 @@ class AddressSpace:
         # translated code); those lookups must succeed whatever the guest's protections.
         self._inside_unicorn_call = False
         self._lent_page: int | None = None  # a page the fault replay may touch
+        self._host_pages: list[HostPages] = []
+        self._host_pages_starts: list[int] = []
+        self._recent_pages: HostPages | None = None  # the last hit: buffers are reused
+        # (start, end, host - guest, fillable) of the last `host_span` hit: guest memory the
+        # guest may read (and fill, when fillable) in one host piece; None after any change
+        self._recent_span: tuple[int, int, int, bool] | None = None
+        # an exec'd program leaves this address space behind: give its pages back with it
+        weakref.finalize(self, _release_host_pages, self._host_pages).atexit = False
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map(0, page_size, UC_PROT_ALL)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
@@ -272,6 +328,7 @@ class AddressSpace:
         OSError(ENOMEM) when the host cannot back it."""
         end = start + length
         self.unmap(start, length)
+        self._recent_span = None
         backed = prot != PROT_NONE or host_address is not None
         if backed:
             self._back_range(start, length, host_address)
@@ -296,17 +353,59 @@ class AddressSpace:
     def _back_range(self, start: int, length: int, host_address: int | None = None) -> None:
         """Give unicorn memory for [start, start+length): the host pages at `host_address`
         (MAP_SHARED: the file, or after fork the other process, sees every store), else fresh
-        zeroed memory."""
+        zeroed private host pages."""
+        owned = host_address is None
+        host = _host_private_map(length) if host_address is None else host_address
         self._inside_unicorn_call = True
         try:
-            if host_address is not None:
-                self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host_address)
-            else:
-                self.uc.mem_map(start, length, UC_PROT_ALL)
+            self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host)
         except UcError:
+            if owned:
+                _host_munmap(host, length)
             raise OSError(errno.ENOMEM, "the host cannot back this mapping") from None
         finally:
             self._inside_unicorn_call = False
+        i = bisect.bisect_left(self._host_pages_starts, start)
+        self._host_pages.insert(i, HostPages(start, start + length, host, owned))
+        self._host_pages_starts.insert(i, start)
+
+    def _drop_host_pages(self, start: int, end: int) -> None:
+        """Forget (and release, when ours) the host pages behind guest [start, end)."""
+        self._recent_pages = None
+        self._recent_span = None
+        table = self._host_pages
+        i = max(bisect.bisect_right(self._host_pages_starts, start) - 1, 0)
+        while i < len(table) and table[i].start < end:
+            pages = table[i]
+            if pages.end <= start:
+                i += 1
+                continue
+            cut_start, cut_end = max(pages.start, start), min(pages.end, end)
+            if pages.owned:
+                _host_munmap(pages.host + cut_start - pages.start, cut_end - cut_start)
+            pieces = []
+            if pages.start < cut_start:
+                pieces.append(HostPages(pages.start, cut_start, pages.host, pages.owned))
+            if cut_end < pages.end:
+                host = pages.host + cut_end - pages.start
+                pieces.append(HostPages(cut_end, pages.end, host, pages.owned))
+            table[i : i + 1] = pieces
+            self._host_pages_starts[i : i + 1] = [p.start for p in pieces]
+            i += len(pieces)
+
+    def _pages_holding(self, address: int, end: int) -> HostPages | None:
+        """The host pages behind all of guest [address, end), if one piece holds it."""
+        pages = self._recent_pages
+        if pages is not None and pages.start <= address and end <= pages.end:
+            return pages
+        i = bisect.bisect_right(self._host_pages_starts, address) - 1
+        if i < 0:
+            return None
+        pages = self._host_pages[i]
+        if end > pages.end:
+            return None
+        self._recent_pages = pages
+        return pages
 
     def ensure_backed(self, start: int, end: int) -> None:
         """Back the reserved (never accessible) mappings inside [start, end) with memory."""
@@ -323,6 +422,7 @@ class AddressSpace:
         """Unmap [start, start+length); host pages behind shared mappings are released unless
         `release_host` is False (they live on elsewhere: mremap moved them)."""
         victims = self._range(start, start + length)
+        self._recent_span = None
         if not victims:
             return
         self._inside_unicorn_call = True
@@ -330,6 +430,7 @@ class AddressSpace:
             for m in victims:
                 if m.backed:
                     self.uc.mem_unmap(m.start, m.size)
+                    self._drop_host_pages(m.start, m.end)
                 if m.host_address is not None and release_host:
                     _host_munmap(m.host_address, m.size)
         finally:
@@ -344,13 +445,34 @@ class AddressSpace:
         end = start + length
         if not self.is_fully_mapped(start, end):
             return False
+        self._recent_span = None
         if prot != PROT_NONE:
             self.ensure_backed(start, end)
+        gains_exec = False
         for m in self._range(start, end):
+            gains_exec = gains_exec or bool(prot & PROT_EXEC and not m.prot & PROT_EXEC)
             m.prot = prot
         self._merge_around(start, end)
         self.flush_tlb()
+        if gains_exec:
+            self._drop_translations(start, end)
         return True
+
+    def _drop_translations(self, start: int, end: int) -> None:
+        """Forget code unicorn translated from [start, end): its bytes changed without a guest
+        store (the only kind unicorn notices), or may have while they were not executable
+        (see `host_span`)."""
+        self._inside_unicorn_call = True
+        try:
+            # one host piece at a time: unicorn's range is contiguous in its own RAM blocks
+            i = max(bisect.bisect_right(self._host_pages_starts, start) - 1, 0)
+            for pages in self._host_pages[i:]:
+                if pages.start >= end:
+                    break
+                if pages.end > start:
+                    self.uc.ctl_remove_cache(max(pages.start, start), min(pages.end, end))
+        finally:
+            self._inside_unicorn_call = False
 
     def is_fully_mapped(self, start: int, end: int) -> bool:
         address = start
@@ -437,11 +559,48 @@ class AddressSpace:
                 raise GuestFault(address, needed == PROT_WRITE, mapped=True)
             address = m.end
 
+    def host_span(self, address: int, size: int, write: bool) -> int:
+        """The host address of guest [address, address+size) (size > 0), for a host call
+        that reads it (`write` False) or fills it directly; GuestFault when the guest may not
+        access all of it. 0 when the bytes must be copied instead: the range spans host
+        pieces, or (filling) it holds code, whose translations only unicorn's own stores drop.
+        """
+        # the hot path of every read()/write(): programs reuse their buffers
+        recent = self._recent_span
+        if (
+            recent is not None
+            and recent[0] <= address
+            and address + size <= recent[1]
+            and (recent[3] or not write)
+        ):
+            return address + recent[2]
+        end = address + size
+        m = self.find(address)
+        if m is not None and end <= m.end:
+            prot = m.prot
+            fillable = bool(prot & PROT_WRITE and not prot & PROT_EXEC)
+            if fillable or (not write and prot & (PROT_READ | PROT_WRITE)):
+                pages = self._pages_holding(address, end)
+                if pages is None:
+                    return 0
+                delta = pages.host - pages.start
+                self._recent_span = (
+                    max(m.start, pages.start),
+                    min(m.end, pages.end),
+                    delta,
+                    fillable,
+                )
+                return address + delta
+        self._check(address, size, PROT_WRITE if write else PROT_READ)
+        return 0
+
     def read(self, address: int, size: int, check: bool = True) -> bytes:
         if size <= 0:
             return b""
         if check:
-            self._check(address, size, PROT_READ)
+            host = self.host_span(address, size, write=False)
+            if host:
+                return ctypes.string_at(host, size)
         try:
             return bytes(self.uc.mem_read(address, size))
         except UcError as exc:
@@ -451,11 +610,36 @@ class AddressSpace:
         if not data:
             return
         if check:
-            self._check(address, len(data), PROT_WRITE)
-        try:
-            self.uc.mem_write(address, bytes(data))
-        except UcError as exc:
-            raise GuestFault(address, True) from exc
+            host = self.host_span(address, len(data), write=True)
+            if host:
+                ctypes.memmove(host, data, len(data))
+                return
+        end = address + len(data)
+        pages = None if check else self._pages_holding(address, end)
+        if pages is not None and pages.owned:  # ours, so writable whatever the guest's view
+            ctypes.memmove(pages.host + (address - pages.start), data, len(data))
+        else:
+            try:
+                self.uc.mem_write(address, bytes(data))
+            except UcError as exc:
+                raise GuestFault(address, True) from exc
+        if any(m.prot & PROT_EXEC for m in self._overlapping(address, end)):
+            # neither a host store nor uc_mem_write drops code translated from these bytes
+            self._drop_translations(address, end)
+
+    def host_span_of_new(self, address: int, size: int) -> int:
+        """The host address of [address, address+size) whatever the guest's protections, for
+        filling a mapping just made (so no code was translated from it yet); 0 when it is not
+        one piece of our own private host memory."""
+        pages = self._pages_holding(address, address + size)
+        if pages is None or not pages.owned:
+            return 0
+        return pages.host + (address - pages.start)
+
+    def _overlapping(self, start: int, end: int) -> list[Mapping]:
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        j = bisect.bisect_left(self._starts, end)
+        return [m for m in self._maps[i:j] if m.end > start]
 
     def write_init(self, address: int, data: bytes) -> None:
         """Write regardless of protection (loader, signal frames on Linux's behalf)."""

@@ -53,6 +53,7 @@ def run(config: RunConfig) -> int:
 
 def finish(proc: Process, state: ExitState) -> int:
     sys.stdout.flush()
+    proc.log.flush()  # the front end may leave without the interpreter's teardown
     if state.signal is None:
         return state.status or 0
     sig = state.signal

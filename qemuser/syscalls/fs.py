@@ -269,8 +269,14 @@ def check_writable(proc: Process, buf: int, count: int) -> None:
 
 @syscall("read", FD, OutBuf(2), ULONG)
 def read(proc: Process, fd: int, buf: int, count: int) -> int:
-    count = min(count, MAX_RW_COUNT)
-    check_writable(proc, buf, count)
+    if count > MAX_RW_COUNT:
+        count = MAX_RW_COUNT
+    elif not count:
+        return hostio.read_into(fd, 0, 0)  # the fd is still checked
+    # EFAULT before consuming input that could not be delivered (as qemu-user)
+    host = proc.mem.host_span(buf, count, True)
+    if host:
+        return hostio.read_into(fd, host, count)
     data = hostio.read(fd, count)  # a signal interrupts it as on Linux (os.read retries)
     proc.mem.write(buf, data)
     return len(data)
@@ -278,7 +284,14 @@ def read(proc: Process, fd: int, buf: int, count: int) -> int:
 
 @syscall("write", FD, InBuf(2), ULONG)
 def write(proc: Process, fd: int, buf: int, count: int) -> int:
-    return hostio.write(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)))
+    if count > MAX_RW_COUNT:
+        count = MAX_RW_COUNT
+    elif not count:
+        return hostio.write_from(fd, 0, 0)
+    host = proc.mem.host_span(buf, count, False)
+    if host:
+        return hostio.write_from(fd, host, count)
+    return hostio.write(fd, proc.mem.read(buf, count))
 
 
 @syscall("pread64", FD, OutBuf(2), ULONG, LONG)
@@ -286,7 +299,9 @@ def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     count = min(count, MAX_RW_COUNT)
-    check_writable(proc, buf, count)
+    host = proc.mem.host_span(buf, count, write=True) if count else 0
+    if host or not count:
+        return hostio.pread_into(fd, host, count, offset)
     data = os.pread(fd, count, offset)
     proc.mem.write(buf, data)
     return len(data)
@@ -296,7 +311,11 @@ def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
 def pwrite64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
-    return os.pwrite(fd, proc.mem.read(buf, min(count, MAX_RW_COUNT)), offset)
+    count = min(count, MAX_RW_COUNT)
+    host = proc.mem.host_span(buf, count, write=False) if count else 0
+    if host or not count:
+        return hostio.pwrite_from(fd, host, count, offset)
+    return os.pwrite(fd, proc.mem.read(buf, count), offset)
 
 
 UIO_MAXIOV = 1024
@@ -336,27 +355,42 @@ def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
     return b"".join(proc.mem.read(base, length) for base, length in vecs)
 
 
+def host_iovec(proc: Process, vecs: list[tuple[int, int]], fill: bool) -> ctypes.Array | None:
+    """The guest's iovec as the host's (struct iovec has the same layout on both), pointing
+    straight into guest memory; GuestFault when an entry is not accessible, None when one
+    must go through copies (see AddressSpace.host_span)."""
+    host_vecs = (ctypes.c_uint64 * (2 * len(vecs) or 2))()
+    for i, (base, length) in enumerate(vecs):
+        if length:
+            host = proc.mem.host_span(base, length, fill)
+            if not host:
+                return None
+            host_vecs[2 * i] = host
+            host_vecs[2 * i + 1] = length
+    return host_vecs
+
+
 @syscall("readv", FD, PTR, INT)
 def readv(proc: Process, fd: int, iov: int, count: int) -> int:
-    vecs = read_iovec(proc, iov, count)
-    check_scatter(proc, vecs)
-    data = os.read(fd, _iov_total(vecs))
-    scatter(proc, vecs, data)
-    return len(data)
+    return preadv2(proc, fd, iov, count, -1, 0, 0)  # offset -1: the file position
 
 
 @syscall("writev", FD, PTR, INT)
 def writev(proc: Process, fd: int, iov: int, count: int) -> int:
-    return os.write(fd, _gather(proc, read_iovec(proc, iov, count)))
+    return pwritev2(proc, fd, iov, count, -1, 0, 0)
 
 
 @syscall("preadv", FD, PTR, INT, LONG)
 def preadv(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
+    if offset < 0:
+        return -errno.EINVAL
     return preadv2(proc, fd, iov, count, offset, 0, 0)
 
 
 @syscall("pwritev", FD, PTR, INT, LONG)
 def pwritev(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
+    if offset < 0:
+        return -errno.EINVAL
     return pwritev2(proc, fd, iov, count, offset, 0, 0)
 
 
@@ -369,11 +403,15 @@ def preadv2(
     proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
 ) -> int:
     vecs = read_iovec(proc, iov, count)
-    check_scatter(proc, vecs)
+    flags &= 0xFFFF_FFFF
+    direct = host_iovec(proc, vecs, fill=True)
+    if direct is not None:
+        return host_syscall(HOST_SYS_PREADV2, fd, direct, len(vecs), offset, 0, flags)
+    check_scatter(proc, vecs)  # EFAULT before consuming input that could not be delivered
     total = _iov_total(vecs)
     buffer = ctypes.create_string_buffer(max(total, 1))
     host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), total)
-    n = host_syscall(HOST_SYS_PREADV2, fd, host_iov, 1, offset, 0, flags & 0xFFFF_FFFF)
+    n = host_syscall(HOST_SYS_PREADV2, fd, host_iov, 1, offset, 0, flags)
     scatter(proc, vecs, buffer.raw[:n])
     return n
 
@@ -382,10 +420,15 @@ def preadv2(
 def pwritev2(
     proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
 ) -> int:
-    data = _gather(proc, read_iovec(proc, iov, count))
+    vecs = read_iovec(proc, iov, count)
+    flags &= 0xFFFF_FFFF
+    direct = host_iovec(proc, vecs, fill=False)
+    if direct is not None:
+        return host_syscall(HOST_SYS_PWRITEV2, fd, direct, len(vecs), offset, 0, flags)
+    data = _gather(proc, vecs)
     buffer = ctypes.create_string_buffer(data, max(len(data), 1))
     host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), len(data))
-    return host_syscall(HOST_SYS_PWRITEV2, fd, host_iov, 1, offset, 0, flags & 0xFFFF_FFFF)
+    return host_syscall(HOST_SYS_PWRITEV2, fd, host_iov, 1, offset, 0, flags)
 
 
 @syscall("lseek", FD, LONG, SEEK)

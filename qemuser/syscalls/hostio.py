@@ -18,6 +18,19 @@ _libc.read.restype = ctypes.c_ssize_t
 _libc.read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
 _libc.write.restype = ctypes.c_ssize_t
 _libc.write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+# The same calls on raw host addresses (guest memory is host memory: loader/memory.py), on
+# every guest read/write. Without argtypes, as ctypes' per-argument conversion is most of a
+# call's cost: the address goes as a c_void_p, fds and counts as C ints (counts are capped
+# at MAX_RW_COUNT < 2**31; a C int is widened to the 64-bit size_t register as it is), the
+# offset as a c_int64.
+_read_into = _libc["read"]
+_write_from = _libc["write"]
+_pread_into = _libc["pread64"]
+_pwrite_from = _libc["pwrite64"]
+for _function in (_read_into, _write_from, _pread_into, _pwrite_from):
+    _function.restype = ctypes.c_ssize_t
+_address = ctypes.c_void_p
+_offset = ctypes.c_int64
 _libc.wait4.restype = ctypes.c_int
 _libc.wait4.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_void_p]
 _libc.clock_nanosleep.restype = ctypes.c_int
@@ -41,6 +54,36 @@ def read(fd: int, size: int) -> bytes:
 
 def write(fd: int, data: bytes) -> int:
     n = _libc.write(fd, data, len(data))
+    if n < 0:
+        _raise_errno()
+    return n
+
+
+def read_into(fd: int, host_address: int, size: int) -> int:
+    """read(2) straight into host memory (a guest buffer; size < 2**31); the count read."""
+    n = _read_into(fd, _address(host_address), size)
+    if n < 0:
+        _raise_errno()
+    return n
+
+
+def write_from(fd: int, host_address: int, size: int) -> int:
+    """write(2) straight from host memory (a guest buffer); the count written."""
+    n = _write_from(fd, _address(host_address), size)
+    if n < 0:
+        _raise_errno()
+    return n
+
+
+def pread_into(fd: int, host_address: int, size: int, offset: int) -> int:
+    n = _pread_into(fd, _address(host_address), size, _offset(offset))
+    if n < 0:
+        _raise_errno()
+    return n
+
+
+def pwrite_from(fd: int, host_address: int, size: int, offset: int) -> int:
+    n = _pwrite_from(fd, _address(host_address), size, _offset(offset))
     if n < 0:
         _raise_errno()
     return n

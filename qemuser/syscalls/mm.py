@@ -7,7 +7,8 @@ import errno
 import mmap as host_mmap
 import os
 
-from qemuser.loader.memory import MIN_MAP_ADDRESS
+from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace
+from qemuser.syscalls import hostio
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
 
@@ -202,9 +203,24 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             inode=inode,
         )
         if not anonymous:
-            data = os.pread(fd, size, offset)
-            mem.write_init(start, data)
+            _fill_from_file(mem, start, size, fd, offset)
     return start
+
+
+def _fill_from_file(mem: AddressSpace, start: int, size: int, fd: int, offset: int) -> None:
+    """A private file mapping's first contents: the file's bytes from `offset`, zeros past
+    its end. Read straight into the fresh host pages (no Python copy) when they are ours."""
+    host = mem.host_span_of_new(start, size)
+    if not host:
+        mem.write_init(start, os.pread(fd, size, offset))
+        return
+    done = 0
+    while done < size:
+        # at most 1 GiB a call: hostio passes counts as C ints
+        n = hostio.pread_into(fd, host + done, min(size - done, 1 << 30), offset + done)
+        if n == 0:  # end of file: the rest stays zero
+            return
+        done += n
 
 
 def _access_mode(fd: int) -> int:

@@ -15,6 +15,7 @@ from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcErr
 from unicorn.unicorn_const import UC_MEM_FETCH
 
 from qemuser.cpu import CPUS, CpuModel, CpuSpec
+from qemuser.cpu.exit_checks import ExitChecks
 from qemuser.loader.elf import (
     ElfInfo,
     LoadedImage,
@@ -55,6 +56,7 @@ from qemuser.syscalls.abi.fcntl import OpenFlagCodec
 from qemuser.syscalls.config import RunConfig
 from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, emulate_riscv_time_read, hwcaps
 from qemuser.syscalls.numbers import numbers_for
+from qemuser.syscalls.preempt import TICKER
 from qemuser.syscalls.registry import (
     MASK64,
     REGISTRY,
@@ -112,12 +114,13 @@ _INTERRUPT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, c
 def add_raw_interrupt_hook(uc: Uc, callback) -> object:
     """UC_HOOK_INTR without the binding's two wrapper layers (the syscall hot path).
 
-    The callback gets (intno,) and must not raise: ctypes would only print the exception.
-    Returns the ctypes function object, which must be kept alive with the engine.
+    The callback gets (engine handle, intno, user data) as C passes them, and must not raise:
+    ctypes would only print the exception. Returns the ctypes function object, which must be
+    kept alive with the engine.
     """
     from unicorn.unicorn_py3.unicorn import uclib
 
-    function = _INTERRUPT_CALLBACK(lambda _handle, intno, _data: callback(intno))
+    function = _INTERRUPT_CALLBACK(callback)
     handle = ctypes.c_size_t()
     status = uclib.uc_hook_add(
         uc._uch,
@@ -137,7 +140,9 @@ class SyscallRegisters:
     """Reads a call's number and arguments in one C call, and writes its result.
 
     unicorn's Python reg_read costs ~5 µs a register (class lookups per call); a prepared
-    uc_reg_read_batch over the same seven registers costs well under 1 µs.
+    uc_reg_read_batch over the same seven registers costs well under 1 µs. The C functions
+    are taken without the binding's argtypes: every argument here is already a ctypes object
+    or a small int, and ctypes' per-argument conversion doubled the cost of each call.
     """
 
     def __init__(self, uc: Uc, number: int, args: tuple[int, ...], ret: int) -> None:
@@ -155,14 +160,14 @@ class SyscallRegisters:
         self._ret_id = ret
         self._ret_value = ctypes.c_uint64()
         self._ret_pointer = ctypes.byref(self._ret_value)
-        self._read_batch = uclib.uc_reg_read_batch
-        self._write = uclib.uc_reg_write
+        self._read_batch = uclib["uc_reg_read_batch"]  # [] makes a fresh, argtypes-free one
+        self._write = uclib["uc_reg_write"]
         self._unpack = struct.Struct(f"<{self._count}Q").unpack_from
 
-    def read(self) -> tuple[int, tuple[int, ...]]:
+    def read(self) -> tuple[int, ...]:
+        """(number, arg0, ..., arg5)."""
         self._read_batch(self._handle, self._ids, self._pointers, self._count)
-        number, *args = self._unpack(self._values)
-        return number, tuple(args)
+        return self._unpack(self._values)
 
     def write_result(self, value: int) -> None:
         self._ret_value.value = value
@@ -240,6 +245,10 @@ class Process:
             ) from None
         self.linux = LINUX_ARCHES[self.spec.name]
         self.uc = self.spec.new_engine(self.model)
+        # user mode never stops the guest from a memory hook, except in the fault replay below
+        self.exit_checks = ExitChecks(self.uc)
+        # without those checks, a stop from another thread lands between blocks (preempt.py)
+        self.stops_between_blocks = self.exit_checks.skip()
         self.mem = AddressSpace(self.uc, self.spec.page_size, self.linux.mmap_top)
         numbers = numbers_for(self.spec.name)
         self.table = {nr: REGISTRY[name] for name, nr in numbers.items() if name in REGISTRY}
@@ -248,6 +257,7 @@ class Process:
         self._sys = self.spec.syscall
         self._regs = SyscallRegisters(self.uc, self._sys.number, self._sys.args, self._sys.ret)
         self._hook_error: BaseException | None = None
+        self._trap_intno = self._sys.trap_intno
         self._interrupt_hook = add_raw_interrupt_hook(self.uc, self._on_interrupt_raw)
         self.pending_fatal: FatalSignal | None = None
         self.host_fd_reserved: set[int] = set()
@@ -521,12 +531,18 @@ class Process:
         while True:
             self.mem.last_fault = None
             try:
-                if self.sched.multi or self.signal_bridge is not None:
-                    # other threads, or host signals, need the loop back now and then: the
-                    # engine must not be stopped from another thread (see sigstate.py)
-                    uc.emu_start(pc, STOP_ADDRESS, count=SLICE_INSTRUCTIONS)
-                else:
+                if not (self.sched.multi or self.signal_bridge is not None):
                     uc.emu_start(pc, STOP_ADDRESS)
+                elif self.stops_between_blocks:
+                    # other threads, or host signals, need the loop back now and then
+                    # (preempt.py): a tick stops the engine between two blocks
+                    TICKER.arm(uc)
+                    try:
+                        uc.emu_start(pc, STOP_ADDRESS)
+                    finally:
+                        TICKER.disarm()
+                else:
+                    uc.emu_start(pc, STOP_ADDRESS, count=SLICE_INSTRUCTIONS)
             except UcError as exc:
                 if self.exit.status is not None or self.exit.signal is not None:
                     break
@@ -777,7 +793,8 @@ class Process:
             page + self.spec.page_size - 1,
         )
         try:
-            self.uc.emu_start(pc, STOP_ADDRESS, count=1)
+            with self.exit_checks.exact_stops():  # one instruction, not the rest of its block
+                self.uc.emu_start(pc, STOP_ADDRESS, count=1)
         except UcError:
             pass
         finally:
@@ -790,10 +807,12 @@ class Process:
         self.exit.signal = sig.signo
         self.exit.core = sig.signo in DEFAULT_CORE
 
-    def _on_interrupt_raw(self, intno: int) -> None:
+    def _on_interrupt_raw(self, _handle: int, intno: int, _data: int) -> None:
         try:
-            if intno == self._sys.trap_intno:
-                nr, raw = self._regs.read()
+            if intno == self._trap_intno:
+                values = self._regs.read()
+                nr = values[0]
+                raw = values[1:]
                 if self.sched.multi:
                     sysdef = self.table.get(nr)
                     if sysdef is not None and sysdef.name in OFFLOADED:
@@ -801,7 +820,8 @@ class Process:
                         self.uc.emu_stop()
                         return
                 result = self.dispatch(nr, raw)
-                if self.exit.status is not None or self.exit.signal is not None:
+                exit_state = self.exit
+                if exit_state.status is not None or exit_state.signal is not None:
                     self.uc.emu_stop()
                     return
                 if result is not None:  # None: the call set the registers itself
@@ -849,8 +869,7 @@ class Process:
         if strace and sysdef.ret == "none":
             self.log_line(format_call(self, sysdef, raw, None))
         try:
-            args = [kind.decode(self, value) for kind, value in zip(sysdef.args, raw)]
-            result = sysdef.handler(self, *args)
+            result = sysdef.call(self, raw)
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 result = self._interrupted(sysdef, raw)

@@ -11,7 +11,7 @@ import errno
 import signal as host_signal
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qemuser.loader.memory import GuestFault
@@ -251,12 +251,59 @@ class Ret:
     NONE = "none"  # never returns (exit)
 
 
+def _decode_int(proc: Process, raw: int) -> int:
+    """Int.decode without its method call (the most common argument kind, on every call)."""
+    return ((raw + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
+
+
+def _same(proc: Process, raw: int) -> int:
+    return raw
+
+
+def _caller(
+    handler: Callable[..., int], kinds: tuple[ArgKind, ...]
+) -> Callable[[Process, tuple[int, ...]], int]:
+    """handler(proc, *decoded arguments) from the raw argument registers, with as little
+    Python per call as the kinds allow: this runs on every system call."""
+    count = len(kinds)
+    decoders: list[Callable[[Process, int], Any]] = []
+    for kind in kinds:
+        decode = type(kind).decode
+        if decode is ArgKind.decode:
+            decoders.append(_same)  # the raw value as it is
+        elif decode is Int.decode:
+            decoders.append(_decode_int)
+        else:
+            decoders.append(kind.decode)
+    if all(decoder is _same for decoder in decoders):
+        return lambda proc, raw: handler(proc, *raw[:count])
+    # spelled out for the short argument lists of the hottest calls (read, write, close)
+    if count == 1:
+        (d0,) = decoders
+        return lambda proc, raw: handler(proc, d0(proc, raw[0]))
+    if count == 2:
+        d0, d1 = decoders
+        return lambda proc, raw: handler(proc, d0(proc, raw[0]), d1(proc, raw[1]))
+    if count == 3:
+        d0, d1, d2 = decoders
+        return lambda proc, raw: handler(
+            proc, d0(proc, raw[0]), d1(proc, raw[1]), d2(proc, raw[2])
+        )
+    steps = tuple(enumerate(decoders))
+    return lambda proc, raw: handler(proc, *[decoder(proc, raw[i]) for i, decoder in steps])
+
+
 @dataclass(frozen=True)
 class SyscallDef:
     name: str
     handler: Callable[..., int]
     args: tuple[ArgKind, ...]
     ret: str = Ret.INT
+    # handler(proc, *decoded args) from the raw argument registers (what dispatch calls)
+    call: Callable[[Process, tuple[int, ...]], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "call", _caller(self.handler, self.args))
 
 
 REGISTRY: dict[str, SyscallDef] = {}

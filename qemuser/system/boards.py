@@ -9,7 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qemuser.cpu import CPUS, CpuSpec
-from qemuser.system.devices import Clint, Device, GicV2, Ns16550, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.devices import (
+    CfiFlash,
+    Clint,
+    Device,
+    GicV2,
+    Ns16550,
+    Pl011,
+    Pl031,
+    Plic,
+    Psci,
+    SifiveTest,
+)
+from qemuser.system.virtio import VirtioMmio
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,7 @@ class Board:
     compatible: tuple[str, ...]
     default_ram: int = 128 << 20  # QEMU's default -m
     max_ram: int = 255 << 30
+    model: str = ""  # the device tree's model string, when it differs from the description
 
     def check_layout(self, ram_size: int) -> None:
         """Raise ValueError when two windows (devices or RAM) overlap."""
@@ -43,6 +56,10 @@ VIRT_AARCH64 = Board(
         Pl011(base=0x0900_0000, irq=1),
         Pl031(base=0x0901_0000, irq=2),
         Psci(method="hvc"),
+        # pflash bank 1 (U-Boot's environment); bank 0 at 0 holds -bios and is plain memory.
+        CfiFlash(base=0x0400_0000, size=0x0400_0000),
+        # 32 transports of 0x200 bytes on SPIs 16..47 (hw/arm/virt.c: VIRT_MMIO)
+        VirtioMmio(base=0x0A00_0000, count=32, stride=0x200, first_irq=16),
     ),
     compatible=("linux,dummy-virt",),
 )
@@ -55,9 +72,14 @@ VIRT_RISCV64 = Board(
     devices=(
         SifiveTest(base=0x0010_0000),
         Clint(base=0x0200_0000),
+        Plic(base=0x0C00_0000, sources=96),
         Ns16550(base=0x1000_0000, irq=10),
+        # 8 transports of 0x1000 bytes on PLIC sources 1..8 (hw/riscv/virt.c: VIRT_VIRTIO);
+        # QEMU adds their nodes with libfdt, which prepends: the tree lists them downwards.
+        VirtioMmio(base=0x1000_1000, count=8, stride=0x1000, first_irq=1, dtb_lowest_first=False),
     ),
     compatible=("riscv-virtio",),
+    model="riscv-virtio,qemu",
 )
 
 # Per architecture: machine name -> board. The first entry is the default (-M omitted).

@@ -154,7 +154,8 @@ class Pl011(Device):
     FR_RXFE, FR_TXFE = 1 << 4, 1 << 7
     INT_RX, INT_TX, INT_RT = 1 << 4, 1 << 5, 1 << 6
 
-    def feed(self, data: bytes) -> None:
+    def feed_input(self, data: bytes) -> None:
+        """Bytes typed on the console: into the receive FIFO, raising RX as IMSC allows."""
         self.rx.feed(data)
         self._update()
 
@@ -240,9 +241,18 @@ class Ns16550(Device):
     LSR_DR, LSR_THRE, LSR_TEMT = 0x01, 0x20, 0x40
     IER_RDI, IER_THRI = 0x01, 0x02
 
-    def feed(self, data: bytes) -> None:
+    def feed_input(self, data: bytes) -> None:
+        """Bytes typed on the console: queued for the guest, raising the RX interrupt."""
         self.rx.feed(data)
         self._update()
+
+    def take_input(self) -> int | None:
+        """One received byte, as firmware's getchar reads it (None when none is waiting)."""
+        if not self.rx.queue:
+            return None
+        value = self.rx.queue.popleft()
+        self._update()
+        return value
 
     def _iir(self) -> int:
         if self.ier & self.IER_RDI and self.rx.queue:
@@ -259,9 +269,8 @@ class Ns16550(Device):
         if offset == 0:
             if dlab:
                 return self.dll
-            value = self.rx.queue.popleft() if self.rx.queue else 0
-            self._update()
-            return value
+            value = self.take_input()
+            return 0 if value is None else value
         if offset == 1:
             return self.dlm if dlab else self.ier
         if offset == 2:
@@ -654,3 +663,262 @@ class GicV2(Device):
 
 
 DEVICE_TYPES = (*DEVICE_TYPES, GicV2)
+
+
+@dataclass
+class Plic(Device):
+    """SiFive PLIC as on QEMU's riscv virt board, for hart 0: context 0 is M mode, 1 is S mode.
+
+    Layout (hw/intc/sifive_plic.c, virt's configuration): priorities at 0 (a word per source,
+    3 bits), pending bits at 0x1000, per-context enable bits at 0x2000 + 0x80 * context, and per
+    context threshold / claim-complete at 0x20_0000 + 0x1000 * context. Sources are level
+    triggered: a line still high when its interrupt completes is pending again.
+    The machine asks `context_pending()` and raises MEIP / SEIP from it.
+    """
+
+    kind: ClassVar[str] = "riscv.sifive.plic"
+    description: ClassVar[str] = "SiFive PLIC (platform-level interrupt controller)"
+    size: int = 0x60_0000  # QEMU reserves room for 512 harts' contexts
+    sources: int = 96  # sources 1..96 (riscv,ndev); 0 means "no interrupt"
+    contexts: int = 2
+    priority: dict[int, int] = field(default_factory=dict)
+    level: set[int] = field(default_factory=set)  # lines held high by devices
+    pending: set[int] = field(default_factory=set)
+    claimed: set[int] = field(default_factory=set)  # in service: gated until completed
+    enables: list[set[int]] = field(default_factory=lambda: [set(), set()])
+    thresholds: list[int] = field(default_factory=lambda: [0, 0])
+
+    PRIORITY_MASK = 7
+    PENDING, ENABLE, ENABLE_STRIDE = 0x1000, 0x2000, 0x80
+    CONTEXT, CONTEXT_STRIDE = 0x20_0000, 0x1000
+    M_CONTEXT, S_CONTEXT = 0, 1
+
+    def set_line(self, source: int, high: bool) -> None:
+        if not 0 < source <= self.sources:
+            return
+        if high:
+            self.level.add(source)
+            if source not in self.claimed:
+                self.pending.add(source)
+        else:
+            self.level.discard(source)
+            self.pending.discard(source)
+
+    def _best(self, context: int) -> int:
+        """The pending, enabled source above the threshold with the highest priority (0: none)."""
+        best, best_priority = 0, self.thresholds[context]
+        for source in sorted(self.pending & self.enables[context]):
+            priority = self.priority.get(source, 0)
+            if priority > best_priority:
+                best, best_priority = source, priority
+        return best
+
+    def context_pending(self, context: int) -> bool:
+        """The context's external-interrupt line (MEIP for 0, SEIP for 1)."""
+        return self._best(context) != 0
+
+    def read(self, offset: int, size: int) -> int:
+        if offset < self.PENDING:
+            return self.priority.get(offset // 4, 0)
+        if offset < self.ENABLE:
+            return self._word(self.pending, offset - self.PENDING)
+        if offset < self.CONTEXT:
+            context, word = divmod(offset - self.ENABLE, self.ENABLE_STRIDE)
+            return self._word(self.enables[context], word) if context < self.contexts else 0
+        context, reg = divmod(offset - self.CONTEXT, self.CONTEXT_STRIDE)
+        if context >= self.contexts:
+            return 0
+        if reg == 0:
+            return self.thresholds[context]
+        if reg == 4:  # claim: the best source leaves pending and is gated until completed
+            source = self._best(context)
+            if source:
+                self.pending.discard(source)
+                self.claimed.add(source)
+            return source
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        value &= 0xFFFF_FFFF
+        if offset < self.PENDING:
+            if 0 < offset // 4 <= self.sources:
+                self.priority[offset // 4] = value & self.PRIORITY_MASK
+            return
+        if offset < self.ENABLE:
+            return  # pending bits are read-only
+        if offset < self.CONTEXT:
+            context, word = divmod(offset - self.ENABLE, self.ENABLE_STRIDE)
+            if context < self.contexts and word * 8 <= self.sources:
+                first = word * 8
+                chosen = {first + b for b in range(32) if value >> b & 1}
+                span = set(range(first, first + 32))
+                valid = {s for s in chosen if 0 < s <= self.sources}
+                self.enables[context] = (self.enables[context] - span) | valid
+            return
+        context, reg = divmod(offset - self.CONTEXT, self.CONTEXT_STRIDE)
+        if context >= self.contexts:
+            return
+        if reg == 0:
+            self.thresholds[context] = value & self.PRIORITY_MASK
+        elif reg == 4 and value in self.claimed:  # complete
+            self.claimed.discard(value)
+            if value in self.level:
+                self.pending.add(value)
+
+    @staticmethod
+    def _word(ids: set[int], byte_offset: int) -> int:
+        first = byte_offset // 4 * 32
+        return sum(1 << b for b in range(32) if first + b in ids)
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        # Contexts 0 and 1 are hart 0's machine (11) and supervisor (9) external interrupts.
+        root.child(
+            self.node_name("plic"),
+            phandle=ctx.interrupt_parent,
+            riscv__ndev=self.sources,
+            reg=self.reg(),
+            interrupts_extended=[ctx.cpu_intc, 11, ctx.cpu_intc, 9],
+            interrupt_controller=None,
+            compatible=["sifive,plic-1.0.0", "riscv,plic0"],
+            **{"#address-cells": 0, "#interrupt-cells": 1},
+        )
+
+
+DEVICE_TYPES = (*DEVICE_TYPES, Plic)
+
+
+@dataclass
+class CfiFlash(Device):
+    """A CFI NOR flash chip (x16, Intel/Sharp command set) answering through MMIO.
+
+    It models what firmware asks of QEMU's pflash (hw/block/pflash_cfi01.c): read array, CFI
+    query, read identifier, status, word and buffered program, block erase. The aarch64 board
+    gives U-Boot its environment bank this way; the bank it executes from stays plain memory,
+    because unicorn cannot run code from MMIO. Contents start as zeros (QEMU's empty pflash) and
+    are not saved.
+    """
+
+    kind: ClassVar[str] = "cfi.pflash01"
+    description: ClassVar[str] = "CFI parallel NOR flash (Intel command set)"
+    size: int = 0x400_0000
+    block_size: int = 0x4_0000
+    mode: str = "array"  # array, query, ident, status, program, buffer_count, buffer_data
+    status: int = 0x80  # SR.7: ready
+    buffer_left: int = 0
+    blocks: dict[int, bytearray] = field(default_factory=dict)  # written blocks only
+
+    READ_ARRAY, READ_ARRAY_AMD, QUERY, READ_ID, READ_STATUS, CLEAR_STATUS = (
+        0xFF,
+        0xF0,
+        0x98,
+        0x90,
+        0x70,
+        0x50,
+    )
+    PROGRAM, PROGRAM_ALT, BUFFERED_PROGRAM, ERASE, CONFIRM, LOCK_SETUP = (
+        0x40,
+        0x10,
+        0xE8,
+        0x20,
+        0xD0,
+        0x60,
+    )
+    MANUFACTURER, DEVICE = 0x89, 0x18  # Intel, as QEMU's virt pflash reports
+    BUFFER_BYTES = 2048
+
+    def query_table(self) -> bytes:
+        """The CFI query structure (JEDEC JESD68), one byte per 16-bit word from offset 0."""
+        table = bytearray(0x40)
+        blocks = self.size // self.block_size
+        table[0x10:0x13] = b"QRY"
+        table[0x13:0x17] = bytes([0x01, 0x00, 0x31, 0x00])  # Intel command set; ext at 0x31
+        table[0x1B:0x1F] = bytes([0x45, 0x55, 0x00, 0x00])  # Vcc 4.5-5.5 V, no Vpp
+        table[0x1F:0x27] = bytes([0x07, 0x07, 0x0A, 0x00, 0x04, 0x04, 0x04, 0x00])  # timeouts
+        table[0x27] = self.size.bit_length() - 1  # device size: 2^n bytes
+        table[0x28:0x2A] = bytes([0x01, 0x00])  # x16 interface
+        table[0x2A:0x2C] = bytes([self.BUFFER_BYTES.bit_length() - 1, 0x00])
+        table[0x2C] = 1  # one erase-block region
+        table[0x2D:0x31] = bytes(
+            [
+                (blocks - 1) & 0xFF,
+                (blocks - 1) >> 8,
+                (self.block_size >> 8) & 0xFF,
+                self.block_size >> 16,
+            ]
+        )
+        table[0x31:0x36] = b"PRI10"  # Intel primary extended query, version 1.0
+        return bytes(table)
+
+    def _array(self, offset: int, size: int) -> int:
+        block = self.blocks.get(offset // self.block_size)
+        if block is None:
+            return 0
+        start = offset % self.block_size
+        return int.from_bytes(block[start : start + size], "little")
+
+    def _program(self, offset: int, size: int, value: int) -> None:
+        index, start = divmod(offset, self.block_size)
+        block = self.blocks.setdefault(index, bytearray(self.block_size))
+        old = int.from_bytes(block[start : start + size], "little")
+        # NOR programming only clears bits; erase sets them.
+        block[start : start + size] = (old & value).to_bytes(size, "little")
+
+    def read(self, offset: int, size: int) -> int:
+        if self.mode == "array":
+            return self._array(offset, size)
+        if self.mode == "query":
+            table = self.query_table()
+            word = offset // 2
+            return table[word] if word < len(table) else 0
+        if self.mode == "ident":
+            return {0: self.MANUFACTURER, 1: self.DEVICE}.get(offset // 2 % 0x100, 0)
+        return self.status
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        command = value & 0xFF
+        if self.mode == "program":
+            self._program(offset, size, value)
+            self.mode = "status"
+        elif self.mode == "buffer_count":
+            self.buffer_left = (value & 0xFFFF) + 1  # in words
+            self.mode = "buffer_data"
+        elif self.mode == "buffer_data" and self.buffer_left:
+            self._program(offset, size, value)
+            self.buffer_left -= max(1, size // 2)
+        elif self.mode == "erase":
+            if command == self.CONFIRM:
+                self.blocks[offset // self.block_size] = bytearray(b"\xff" * self.block_size)
+            self.mode = "status"
+        elif self.mode == "lock":
+            self.mode = "status"  # lock, unlock and lock-down all succeed at once
+        elif command in (self.READ_ARRAY, self.READ_ARRAY_AMD):
+            self.mode = "array"
+        elif command == self.QUERY:
+            self.mode = "query"
+        elif command == self.READ_ID:
+            self.mode = "ident"
+        elif command == self.READ_STATUS:
+            self.mode = "status"
+        elif command == self.CLEAR_STATUS:
+            self.status = 0x80
+        elif command in (self.PROGRAM, self.PROGRAM_ALT):
+            self.mode = "program"
+        elif command == self.BUFFERED_PROGRAM:
+            self.mode = "buffer_count"
+        elif command == self.ERASE:
+            self.mode = "erase"
+        elif command == self.LOCK_SETUP:
+            self.mode = "lock"
+        elif command == self.CONFIRM:  # end of a buffered program
+            self.mode = "status"
+
+    def fdt(self, root: Node, ctx: FdtContext) -> None:
+        root.child(
+            self.node_name("flash"),
+            bank_width=2,  # one x16 chip
+            reg=self.reg(),
+            compatible="cfi-flash",
+        )
+
+
+DEVICE_TYPES = (*DEVICE_TYPES, CfiFlash)

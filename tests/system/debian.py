@@ -1,8 +1,9 @@
-"""Debian arm64 packages for boot tests: fetched with apt-get download, cached in cache/system/."""
+"""Debian packages for boot tests: fetched with apt-get download, cached in cache/system/."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,3 +39,26 @@ def arm64_kernel() -> Path:
     deb = _download(f"{match.group(1)}:arm64")
     subprocess.run(["dpkg-deb", "-x", str(deb), str(CACHE / "k")], check=True)
     return sorted(CACHE.glob("k/boot/vmlinuz-*-cloud-arm64"))[-1]
+
+
+def _extracted(package: str) -> Path:
+    """The package's files, unpacked once into cache/system/<package>/ (renamed into place
+    when complete, so an interrupted run does not leave a half tree behind)."""
+    dest = CACHE / package
+    if not dest.is_dir():
+        deb = _download(package)
+        partial = CACHE / f"{package}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
+        partial.rename(dest)
+    return dest
+
+
+def u_boot(board: str) -> Path:
+    """Debian's u-boot-qemu image for a board directory (qemu_arm64, qemu-riscv64_smode)."""
+    return _extracted("u-boot-qemu") / "usr" / "lib" / "u-boot" / board / "u-boot.bin"
+
+
+def opensbi(firmware: str) -> Path:
+    """Debian's OpenSBI generic-platform firmware (fw_jump.elf, fw_dynamic.bin, ...)."""
+    return _extracted("opensbi") / "usr/lib/riscv64-linux-gnu/opensbi/generic" / firmware

@@ -25,7 +25,7 @@ def test_pl011_transmit_flags_and_ids() -> None:
 def test_pl011_receive_raises_and_clears_irq() -> None:
     uart, host = attached(Pl011(base=0, irq=1))
     uart.write(Pl011.IMSC, 4, Pl011.INT_RX)
-    uart.feed(b"x")
+    uart.feed_input(b"x")
     assert host.irqs[1] is True
     assert uart.read(Pl011.FR, 4) & Pl011.FR_RXFE == 0
     assert uart.read(Pl011.DR, 4) == ord("x")
@@ -42,7 +42,7 @@ def test_ns16550_lsr_dlab_and_rx_interrupt() -> None:
     assert uart.read(0, 1) == 3 and host.console == b"z"
     uart.write(3, 1, 0x03)
     uart.write(1, 1, Ns16550.IER_RDI)
-    uart.feed(b"q")
+    uart.feed_input(b"q")
     assert host.irqs[10] is True and uart.read(2, 1) == 0xC4
     assert uart.read(0, 1) == ord("q")
     assert host.irqs[10] is False

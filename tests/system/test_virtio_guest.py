@@ -1,0 +1,196 @@
+"""virtio-mmio end to end: our bare-metal driver (tests/fixtures/system/virtio-blk.c) finds the
+block device among the board's slots, reads and writes a disk image this test creates; and the
+-drive / -blockdev / -device command line with QEMU's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import fixture, run_system
+
+SLOTS = {"aarch64": (32, "0x0a000000"), "riscv64": (8, "0x10001000")}
+SECTOR = 512
+
+
+def make_disk(path: Path, sectors: int = 16) -> bytes:
+    image = bytearray(sectors * SECTOR)
+    image[0:23] = b"sector zero says hello\n"
+    image[SECTOR : SECTOR + 20] = b"original sector one\n"
+    for n in range(2, sectors):
+        image[n * SECTOR : (n + 1) * SECTOR] = bytes([n]) * SECTOR
+    path.write_bytes(bytes(image))
+    return bytes(image)
+
+
+def expected_lines(arch: str, read_only: bool, serial: str) -> list[str]:
+    count, base = SLOTS[arch]
+    write_status = 1 if read_only else 0
+    readback = "original sector one" if read_only else f"written by the {arch} guest"
+    return [
+        f"virtio: probing {count} slots at {base}",
+        # The first -device takes the highest slot: rng, then blk below it.
+        f"slot {count - 2}: device 2 version 2 vendor 0x554d4551",
+        f"slot {count - 1}: device 4 version 2 vendor 0x554d4551",
+        f"empty slots: {count - 2}",
+        f"blk: queue max 1024, read-only {int(read_only)}",
+        "blk: capacity 16 sectors",
+        "blk: read sector 0 status 0 used len 513: sector zero says hello",
+        "blk: interrupt status 1 after ack 0",
+        f"blk: write sector 1 status {write_status}",
+        f"blk: read back sector 1 status 0: {readback}",
+        "blk: flush status 0",
+        "blk: read past end status 1",
+        f"blk: id status 0: {serial}",
+    ]
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "riscv64"])
+def test_guest_reads_and_writes_a_drive(arch: str, tmp_path: Path) -> None:
+    elf = fixture(f"virtio-blk-{arch}.elf")
+    disk = tmp_path / "disk.img"
+    before = make_disk(disk)
+    result = run_system(
+        arch,
+        *("-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf)),
+        *("-device", "virtio-rng-device"),
+        *("-drive", f"file={disk},format=raw,if=none,id=d0"),
+        *("-device", "virtio-blk-device,drive=d0,serial=QS-0001"),
+    )
+    assert result.stdout.splitlines() == expected_lines(arch, read_only=False, serial="QS-0001")
+    assert (result.returncode, result.stderr) == (0, "")
+    after = disk.read_bytes()
+    written = f"written by the {arch} guest\n".encode()
+    assert after[SECTOR : 2 * SECTOR] == written.ljust(SECTOR, b".")
+    assert after[:SECTOR] == before[:SECTOR] and after[2 * SECTOR :] == before[2 * SECTOR :]
+
+
+def test_blockdev_read_only_refuses_the_write(tmp_path: Path) -> None:
+    elf = fixture("virtio-blk-aarch64.elf")
+    disk = tmp_path / "disk.img"
+    before = make_disk(disk)
+    result = run_system(
+        "aarch64",
+        *("-M", "virt", "-nographic", "-kernel", str(elf), "-device", "virtio-rng-device"),
+        *("-blockdev", f"driver=file,filename={disk},node-name=f0,read-only=on"),
+        *("-blockdev", "driver=raw,file=f0,node-name=r0,read-only=on"),
+        *("-device", "virtio-blk-device,drive=r0"),
+    )
+    assert result.stdout.splitlines() == expected_lines("aarch64", read_only=True, serial="")
+    assert result.returncode == 0
+    assert disk.read_bytes() == before
+
+
+def test_drive_if_virtio_and_format_probe_warning(tmp_path: Path) -> None:
+    # if=virtio (the virt boards' default) plugs after every -device, so it gets the lower slot.
+    elf = fixture("virtio-blk-riscv64.elf")
+    disk = tmp_path / "disk.img"
+    make_disk(disk)
+    result = run_system(
+        "riscv64",
+        *("-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf)),
+        *("-drive", f"file={disk}", "-device", "virtio-rng-device"),
+    )
+    assert result.stdout.splitlines() == expected_lines("riscv64", read_only=False, serial="")
+    assert result.stderr.splitlines()[0] == (
+        f"WARNING: Image format was not specified for '{disk}' and probing guessed raw."
+    )
+    assert result.returncode == 0
+
+
+def test_device_help_lists_virtio_models() -> None:
+    result = run_system("aarch64", "-device", "help")
+    assert result.returncode == 0
+    for line in (
+        'name "virtio-blk-device", bus virtio-bus, desc "Virtio block device"',
+        'name "virtio-rng-device", bus virtio-bus, desc "Virtio random number generator"',
+        'name "virtconsole", bus virtio-serial-bus, desc "Virtio console port (hvc0), on the '
+        'serial backend"',
+    ):
+        assert line in result.stdout.splitlines()
+    props = run_system("riscv64", "-device", "virtio-blk-device,help")
+    assert props.returncode == 0
+    assert props.stdout.splitlines()[:2] == [
+        "virtio-blk-device options:",
+        "  drive=<str>            - Node name or ID of a block device to use as a backend",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-drive", "file=/nonexistent.img,format=raw"],
+            "-drive file=/nonexistent.img,format=raw: Could not open '/nonexistent.img': "
+            "No such file or directory",
+        ),
+        (
+            ["-drive", "file=DISK,format=qcow9"],
+            "-drive file=DISK,format=qcow9: Unknown driver 'qcow9'",
+        ),
+        (
+            ["-drive", "file=DISK,format=raw,if=ide"],
+            "-drive file=DISK,format=raw,if=ide: machine type does not support if=ide,bus=0,unit=0",
+        ),
+        (["-drive", "if=virtio"], "-drive if=virtio: Device needs media, but drive is empty"),
+        (
+            ["-drive", "file=DISK,format=raw,foo=1"],
+            "-drive file=DISK,format=raw,foo=1: Block format 'raw' does not support the option "
+            "'foo'",
+        ),
+        (["-device", "virtio-blk-device"], "-device virtio-blk-device: drive property not set"),
+        (
+            ["-device", "virtio-blk-device,drive=x"],
+            "-device virtio-blk-device,drive=x: Property 'virtio-blk-device.drive' can't find "
+            "value 'x'",
+        ),
+        (
+            [
+                "-drive",
+                "file=DISK,format=raw,if=none,id=a",
+                "-device",
+                "virtio-blk-device,drive=a",
+                "-device",
+                "virtio-blk-device,drive=a",
+            ],
+            "-device virtio-blk-device,drive=a: Drive 'a' is already in use by another device",
+        ),
+        (
+            ["-device", "virtio-rng-device,foo=1"],
+            "-device virtio-rng-device,foo=1: Property 'virtio-rng-device.foo' not found",
+        ),
+        (
+            ["-device", "virtconsole"],
+            "-device virtconsole: No 'virtio-serial-bus' bus found for device 'virtconsole'",
+        ),
+        (
+            ["-blockdev", "driver=foo"],
+            "-blockdev driver=foo: Parameter 'driver' does not accept value 'foo'",
+        ),
+        (
+            ["-blockdev", "driver=file,filename=DISK"],
+            "-blockdev driver=file,filename=DISK: 'node-name' must be specified for the root node",
+        ),
+        (
+            ["-blockdev", "driver=raw,node-name=x,file=nope"],
+            "-blockdev driver=raw,node-name=x,file=nope: Cannot find device='nope' nor "
+            "node-name='nope'",
+        ),
+        (
+            ["-device", "virtio-rng-device"] * 9,
+            "-device virtio-rng-device: No 'virtio-mmio-bus' bus found for device "
+            "'virtio-rng-device'",
+        ),
+    ],
+)
+def test_errors_are_one_line_like_qemu(args: list[str], message: str, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    make_disk(disk)
+    args = [a.replace("DISK", str(disk)) for a in args]
+    message = message.replace("DISK", str(disk))
+    elf = fixture("hello-riscv64.elf")
+    result = run_system("riscv64", "-M", "virt", "-bios", "none", "-kernel", str(elf), *args)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"qemuser-system-riscv64: {message}"]
+    assert result.stdout == ""
