@@ -4,11 +4,11 @@ How host signals reach the guest: while the guest handles or blocks a signal, th
 disposition is a Python handler that queues it. Python runs that handler only between
 bytecodes, so while such a handler exists the engine is stopped every few milliseconds
 (preempt.py) and the run loop delivers what is pending before it starts the engine again.
-A host signal that arrives
-during a blocking host call makes the kernel end it with EINTR (Python's handlers have no
-SA_RESTART), which becomes the guest's EINTR or a restart under SA_RESTART (hostio.py). While the
-guest leaves a signal at SIG_DFL or SIG_IGN, the host disposition is the same, so the kernel
-itself does what it would do to a native program (and SIG_IGN survives execve).
+A host signal that arrives during a blocking host call makes the kernel end it with EINTR
+(Python's handlers have no SA_RESTART), which becomes the guest's EINTR or a restart under
+SA_RESTART (hostio.py). While the guest leaves a signal at SIG_DFL or SIG_IGN, the host
+disposition is the same, so the kernel itself does what it would do to a native program (and
+SIG_IGN survives execve).
 """
 
 from __future__ import annotations

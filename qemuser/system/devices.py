@@ -236,6 +236,10 @@ class Ns16550(Device):
     scr: int = 0
     dll: int = 0
     dlm: int = 0
+    # The "transmitter empty" interrupt is an event, not a level (as QEMU's serial.c): raised
+    # when THR empties or THRI is enabled, cleared by reading IIR or writing THR. Transmission
+    # is instant here, so every write empties THR again.
+    thr_pending: bool = False
     rx: _SerialInput = field(default_factory=_SerialInput, repr=False, compare=False)
 
     LSR_DR, LSR_THRE, LSR_TEMT = 0x01, 0x20, 0x40
@@ -257,7 +261,7 @@ class Ns16550(Device):
     def _iir(self) -> int:
         if self.ier & self.IER_RDI and self.rx.queue:
             return 0xC4  # FIFOs enabled, received data available
-        if self.ier & self.IER_THRI:
+        if self.ier & self.IER_THRI and self.thr_pending:
             return 0xC2  # FIFOs enabled, transmitter empty
         return 0xC1  # no interrupt pending
 
@@ -274,7 +278,11 @@ class Ns16550(Device):
         if offset == 1:
             return self.dlm if dlab else self.ier
         if offset == 2:
-            return self._iir()
+            iir = self._iir()
+            if iir == 0xC2:  # reading the THRE reason acknowledges it
+                self.thr_pending = False
+                self._update()
+            return iir
         if offset == 3:
             return self.lcr
         if offset == 4:
@@ -295,10 +303,13 @@ class Ns16550(Device):
                 self.dll = value
             else:
                 self.host.console_write(bytes([value]))
+                self.thr_pending = True
         elif offset == 1:
             if dlab:
                 self.dlm = value
             else:
+                if value & ~self.ier & self.IER_THRI:
+                    self.thr_pending = True  # enabling THRI with THR empty raises it
                 self.ier = value & 0x0F
         elif offset == 3:
             self.lcr = value

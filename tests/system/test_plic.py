@@ -147,3 +147,18 @@ def test_cfi_flash_query_identify_program_and_erase() -> None:
     flash.write(0x4_0020, 2, CfiFlash.CONFIRM)
     flash.write(0, 2, CfiFlash.READ_ARRAY)
     assert flash.read(0x4_0020, 4) == 0x5555_AAAA
+
+
+def test_ns16550_transmitter_empty_interrupt_is_an_event() -> None:
+    uart = Ns16550(base=0x1000_0000, irq=10)
+    host = NullHost()
+    uart.attach(host)
+    uart.write(1, 1, Ns16550.IER_THRI)  # enabling it with THR empty raises it
+    assert host.irqs[10] is True
+    assert uart.read(2, 1) == 0xC2
+    assert host.irqs[10] is False  # reading IIR acknowledged it
+    assert uart.read(2, 1) == 0xC1
+    uart.write(0, 1, ord("a"))  # sent at once: THR empty again
+    assert host.irqs[10] is True and host.console == b"a"
+    uart.write(1, 1, 0)
+    assert host.irqs[10] is False
