@@ -32,6 +32,7 @@ import fcntl
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -232,6 +233,8 @@ def binfmt_sandbox() -> Iterator[BinfmtSandbox]:
         except BinfmtError as exc:
             sys.exit(f"benchmarks: {exc}")
         before = binfmt_snapshot()
+        # a kill (not only ^C) must also unwind through the restore below
+        previous = {sig: signal.signal(sig, _exit_on_signal) for sig in STOP_SIGNALS}
         try:
             yield BinfmtSandbox()
         finally:
@@ -240,6 +243,15 @@ def binfmt_sandbox() -> Iterator[BinfmtSandbox]:
             finally:
                 if not was_mounted:
                     subprocess.run(["umount", str(BINFMT_DIR)], check=False)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _exit_on_signal(sig: int, _frame: object) -> None:
+    raise SystemExit(128 + sig)
 
 
 def qemu_register_line() -> str:

@@ -10,7 +10,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from qemuser.cpu import CPUS, CpuSpec, spec_for_machine
+from qemuser.cpu import CPUS, CpuSpec, mark_unwritable_code, spec_for_machine
 from qemuser.loader.memory import (
     MIN_MAP_ADDRESS,
     PROT_EXEC,
@@ -25,6 +25,7 @@ PT_INTERP = 3
 PT_PHDR = 6
 PT_GNU_STACK = 0x6474E551
 PF_X = 1
+PF_W = 2
 
 # e_type names as binfmt_elf's messages and the loader use them (include/uapi/linux/elf.h)
 _ELF_TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
@@ -271,6 +272,8 @@ def load_image(
             mem.write_init(seg_start, data[file_page_off : min(file_end, len(data))])
         except OSError:
             raise LoadError(f"'{info.path}' needs more memory than the host gives") from None
+        if flags & PF_X and not flags & PF_W:
+            mark_unwritable_code(mem.uc, seg_start, seg_end)
     phdr = 0
     for seg in info.segments:
         if seg[0] == PT_PHDR:

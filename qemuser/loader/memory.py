@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import sys
 import weakref
 from dataclasses import dataclass, field
 
@@ -66,7 +67,7 @@ def _host_munmap(address: int, size: int) -> None:
     _libc.munmap(ctypes.c_void_p(address), size)
 
 
-def _host_private_map(size: int) -> int:
+def host_private_pages(size: int) -> int:
     """Fresh zeroed host pages for a private guest mapping (reserved lazily, as Linux does)."""
     address = _libc.mmap(
         None, size, _HOST_PROT_READ_WRITE, _HOST_MAP_PRIVATE_ANONYMOUS_NORESERVE, -1, 0
@@ -83,6 +84,40 @@ def _host_mremap(address: int, old_size: int, new_size: int) -> int:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
     return moved
+
+
+class _TlbEntry(ctypes.Structure):
+    """uc_tlb_entry (unicorn's include/unicorn/unicorn.h): what a TLB-fill hook returns."""
+
+    _fields_ = [("paddr", ctypes.c_uint64), ("perms", ctypes.c_uint32)]
+
+
+# uc_cb_tlbevent_t: bool (uc_engine *, uint64_t vaddr, uc_mem_type, uc_tlb_entry *, void *)
+_TLB_FILL_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
+)
+
+
+def add_raw_hook(uc: Uc, hook_type: int, function: ctypes._CFuncPtr) -> None:
+    """uc_hook_add of a ctypes function, for every address, without the binding's two
+    wrapper layers (they cost microseconds on the hottest hooks: system calls, TLB fills).
+
+    The function must not raise (ctypes would only print the exception) and must be kept
+    alive as long as the engine."""
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    handle = ctypes.c_size_t()
+    status = uclib.uc_hook_add(
+        uc._uch,  # the engine handle the binding itself passes to C
+        ctypes.byref(handle),
+        hook_type,
+        function,
+        ctypes.c_void_p(0),
+        ctypes.c_uint64(1),  # begin > end: every address
+        ctypes.c_uint64(0),
+    )
+    if status:
+        raise UcError(status)
 
 
 def effective_prot(prot: int) -> int:
@@ -178,7 +213,8 @@ class AddressSpace:
         weakref.finalize(self, _release_host_pages, self._host_pages).atexit = False
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map(0, page_size, UC_PROT_ALL)
-        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        self._tlb_fill_function = _TLB_FILL_CALLBACK(self._tlb_fill)  # alive with the engine
+        add_raw_hook(uc, UC_HOOK_TLB_FILL, self._tlb_fill_function)
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -221,21 +257,34 @@ class AddressSpace:
 
     # ---- the TLB -----------------------------------------------------------------------------
 
-    def _tlb_fill(self, uc: Uc, vaddr: int, access: int, entry, _data) -> bool:
+    def _tlb_fill(self, _handle: int, vaddr: int, access: int, entry: int, _data: int) -> bool:
+        """unicorn's TLB miss (a raw ctypes hook: it runs for every page a program touches,
+        again after each flush): fill the uc_tlb_entry at `entry`, or refuse (a fault)."""
+        try:
+            translation = self._translate(vaddr, access)
+        except Exception as exc:  # a bug of ours: one line, and the guest sees a fault
+            sys.stderr.write(f"qemuser: internal error in the TLB fill: {exc!r}\n")
+            return False
+        if translation is None:
+            return False
+        paddr, perms = translation
+        filled = _TlbEntry.from_address(entry)
+        filled.paddr = paddr
+        filled.perms = perms
+        return True
+
+    def _translate(self, vaddr: int, access: int) -> tuple[int, int] | None:
+        """(physical page, unicorn permissions) for a TLB miss; None for a fault."""
         page = vaddr & ~(self.page_size - 1)
         if page == self._lent_page or self._inside_unicorn_call:
             # identity, so that unicorn drops the code translated from this very page
-            entry.paddr = page
-            entry.perms = UC_PROT_ALL
-            return True
+            return page, UC_PROT_ALL
         if page >= _STOP_PAGES_START:
-            entry.paddr = 0
-            entry.perms = UC_PROT_ALL
-            return True
+            return 0, UC_PROT_ALL
         m = self.find(vaddr)
         if m is None:
             self.last_fault = LastFault(vaddr, access, False)
-            return False
+            return None
         needed = (
             PROT_EXEC
             if access == UC_MEM_FETCH
@@ -246,10 +295,8 @@ class AddressSpace:
         allowed = effective_prot(m.prot)
         if not allowed & needed:
             self.last_fault = LastFault(vaddr, access, True)
-            return False
-        entry.paddr = page
-        entry.perms = allowed
-        return True
+            return None
+        return page, allowed
 
     def lend_page(self, page: int) -> tuple[bool, bytes]:
         """Make one guest page accessible to the CPU for a moment (fault replay); returns what
@@ -322,16 +369,19 @@ class AddressSpace:
         host_address: int | None = None,
         device: int = 0,
         inode: int = 0,
+        private_host: int | None = None,
     ) -> Mapping:
         """Map [start, start+length) (page aligned), replacing whatever was there (MAP_FIXED).
 
+        `host_address`: MAP_SHARED host pages to lend; `private_host`: private host pages of
+        ours that already hold the contents (mremap moved them); neither: fresh zero pages.
         OSError(ENOMEM) when the host cannot back it."""
         end = start + length
         self.unmap(start, length)
         self._recent_span = None
-        backed = prot != PROT_NONE or host_address is not None
+        backed = prot != PROT_NONE or host_address is not None or private_host is not None
         if backed:
-            self._back_range(start, length, host_address)
+            self._back_range(start, length, host_address, private_host)
         self.flush_tlb()
         m = Mapping(
             start,
@@ -350,12 +400,23 @@ class AddressSpace:
         self._starts.insert(i, start)
         return m
 
-    def _back_range(self, start: int, length: int, host_address: int | None = None) -> None:
+    def _back_range(
+        self,
+        start: int,
+        length: int,
+        host_address: int | None = None,
+        private_host: int | None = None,
+    ) -> None:
         """Give unicorn memory for [start, start+length): the host pages at `host_address`
-        (MAP_SHARED: the file, or after fork the other process, sees every store), else fresh
-        zeroed private host pages."""
+        (MAP_SHARED: the file, or after fork the other process, sees every store), else our
+        private host pages at `private_host`, else fresh zeroed private host pages."""
         owned = host_address is None
-        host = _host_private_map(length) if host_address is None else host_address
+        if host_address is not None:
+            host = host_address
+        elif private_host is not None:
+            host = private_host
+        else:
+            host = host_private_pages(length)
         self._inside_unicorn_call = True
         try:
             self.uc.mem_map_ptr(start, length, UC_PROT_ALL, host)
@@ -369,8 +430,9 @@ class AddressSpace:
         self._host_pages.insert(i, HostPages(start, start + length, host, owned))
         self._host_pages_starts.insert(i, start)
 
-    def _drop_host_pages(self, start: int, end: int) -> None:
-        """Forget (and release, when ours) the host pages behind guest [start, end)."""
+    def _drop_host_pages(self, start: int, end: int, release: bool = True) -> None:
+        """Forget the host pages behind guest [start, end), and release them when they are
+        ours, unless `release` is False (they live on elsewhere: mremap moved them)."""
         self._recent_pages = None
         self._recent_span = None
         table = self._host_pages
@@ -381,7 +443,7 @@ class AddressSpace:
                 i += 1
                 continue
             cut_start, cut_end = max(pages.start, start), min(pages.end, end)
-            if pages.owned:
+            if pages.owned and release:
                 _host_munmap(pages.host + cut_start - pages.start, cut_end - cut_start)
             pieces = []
             if pages.start < cut_start:
@@ -419,7 +481,7 @@ class AddressSpace:
                 m.backed = True
 
     def unmap(self, start: int, length: int, release_host: bool = True) -> None:
-        """Unmap [start, start+length); host pages behind shared mappings are released unless
+        """Unmap [start, start+length); the host pages behind it are released unless
         `release_host` is False (they live on elsewhere: mremap moved them)."""
         victims = self._range(start, start + length)
         self._recent_span = None
@@ -430,7 +492,7 @@ class AddressSpace:
             for m in victims:
                 if m.backed:
                     self.uc.mem_unmap(m.start, m.size)
-                    self._drop_host_pages(m.start, m.end)
+                    self._drop_host_pages(m.start, m.end, release_host)
                 if m.host_address is not None and release_host:
                     _host_munmap(m.host_address, m.size)
         finally:
@@ -527,6 +589,22 @@ class AddressSpace:
         if not template.backed:  # a reservation: nothing to copy
             self.unmap(old, old_size)
             self.map(new, new_size, template.prot, template.name)
+            return
+        pages = self._pages_holding(old, old + old_size)
+        if pages is not None and pages.owned:
+            # the host moves (and grows, with zero pages) our private pages: no copy
+            host = _host_mremap(pages.host + (old - pages.start), old_size, new_size)
+            self.unmap(old, old_size, release_host=False)
+            self.map(
+                new,
+                new_size,
+                template.prot,
+                template.name,
+                offset=template.offset,
+                device=template.device,
+                inode=template.inode,
+                private_host=host,
+            )
             return
         data = self.read(old, min(old_size, new_size), check=False)
         self.map(

@@ -83,13 +83,15 @@ class InitialStack:
 def _push_strings(mem: AddressSpace, top: int, strings: list[bytes]) -> tuple[int, list[int]]:
     """Copy NUL-terminated strings down from `top`, the last one highest, as the kernel's
     copy_strings does; returns the new top and each string's address, in order."""
+    block = b"".join(s + b"\0" for s in strings)  # one write: an environment has ~100 strings
+    start = top - len(block)
+    mem.write_init(start, block)
     addresses = []
-    for s in reversed(strings):
-        top -= len(s) + 1
-        mem.write_init(top, s + b"\0")
-        addresses.append(top)
-    addresses.reverse()
-    return top, addresses
+    address = start
+    for s in strings:
+        addresses.append(address)
+        address += len(s) + 1
+    return start, addresses
 
 
 def build_stack(

@@ -184,21 +184,22 @@ def exec_program(proc: Process, path: bytes, argv: list[bytes], envp: list[bytes
     if shebang is not None:
         interp, arg = shebang
         interp_host = proc.resolve_exec_path(interp)
-        if arch_of_file(os.fsdecode(interp_host)) is None:
+        interp_arch = arch_of_file(os.fsdecode(interp_host))
+        if interp_arch is None:
             return native_exec(proc, host, argv, envp)
         new_argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
-        return foreign_exec(proc, interp_host, interp, new_argv, envp)
+        return foreign_exec(proc, interp_arch, interp_host, interp, new_argv, envp)
     arch = arch_of_file(os.fsdecode(host))
     if arch is None:
         return native_exec(proc, host, argv, envp)
-    return foreign_exec(proc, host, path, argv, envp)
+    return foreign_exec(proc, arch, host, path, argv, envp)
 
 
 def foreign_exec(
-    proc: Process, host: bytes, guest_path: bytes, argv: list[bytes], envp: list[bytes]
+    proc: Process, arch: str, host: bytes, guest_path: bytes, argv: list[bytes], envp: list[bytes]
 ) -> int:
-    arch = arch_of_file(os.fsdecode(host))
-    assert arch is not None
+    """execve of a program for `arch` (one qemuser runs): checked here, so that a bad one is
+    the guest's -errno, then loaded by a new engine in this same host process."""
     from qemuser.cpu import CPUS
 
     try:

@@ -6,8 +6,9 @@ import ctypes
 import errno
 import mmap as host_mmap
 import os
+import stat as host_stat
 
-from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace
+from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace, host_private_pages
 from qemuser.syscalls import hostio
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
@@ -163,8 +164,6 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
     mode = os.O_RDWR  # anonymous memory may always be written
     if not anonymous:
         st = os.fstat(fd)  # EBADF
-        import stat as host_stat
-
         if host_stat.S_ISDIR(st.st_mode):
             return -errno.ENODEV
         mode = _access_mode(fd)
@@ -193,6 +192,9 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
         m.shared = True
         m.may_write = may_write
     else:
+        file_pages = None
+        if not anonymous and host_stat.S_ISREG(st.st_mode) and st.st_size > offset:
+            file_pages = _host_private_file_map(fd, offset, size, st.st_size)
         mem.map(
             start,
             size,
@@ -201,15 +203,37 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             offset=offset if not anonymous else 0,
             device=device,
             inode=inode,
+            private_host=file_pages,
         )
-        if not anonymous:
+        if not anonymous and file_pages is None:
             _fill_from_file(mem, start, size, fd, offset)
     return start
 
 
+_HOST_PAGE = 4096
+_HOST_MAP_PRIVATE_FIXED = 0x02 | 0x10  # x86_64 values (Python's mmap module lacks MAP_FIXED)
+
+
+def _host_private_file_map(fd: int, offset: int, size: int, file_size: int) -> int | None:
+    """Host pages for a private mapping of a regular file, as Linux makes them: the file's
+    pages copy-on-write (nothing is read now), zero pages past its end (where the host would
+    raise SIGBUS instead). None when the host will not map the file: the caller copies."""
+    try:
+        base = host_private_pages(size)
+    except OSError:
+        return None
+    read_write = host_mmap.PROT_READ | host_mmap.PROT_WRITE
+    file_part = min(size, (file_size - offset + _HOST_PAGE - 1) & ~(_HOST_PAGE - 1))
+    placed = _libc.mmap(base, file_part, read_write, _HOST_MAP_PRIVATE_FIXED, fd, offset)
+    if placed != base:
+        _libc.munmap(base, size)
+        return None
+    return base
+
+
 def _fill_from_file(mem: AddressSpace, start: int, size: int, fd: int, offset: int) -> None:
-    """A private file mapping's first contents: the file's bytes from `offset`, zeros past
-    its end. Read straight into the fresh host pages (no Python copy) when they are ours."""
+    """A private mapping's first contents, for files the host does not map (devices, empty
+    /proc files that read as text): the bytes read from `offset`, zeros past the end."""
     host = mem.host_span_of_new(start, size)
     if not host:
         mem.write_init(start, os.pread(fd, size, offset))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import socket as host_socket
 import struct
 import time
 
@@ -300,6 +299,9 @@ def format_sockaddr(data: bytes) -> str:
     """A sockaddr as strace shows it."""
     if len(data) < 2:
         return "{...}"
+    # only -strace needs the host's socket module (~6 ms to import, with selectors)
+    import socket as host_socket
+
     family = struct.unpack_from("<H", data)[0]
     name = FAMILY_NAMES.get(family, str(family))
     if family == AF_INET and len(data) >= SOCKADDR_IN.size:

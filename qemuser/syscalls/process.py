@@ -24,7 +24,7 @@ from qemuser.loader.elf import (
     load_image,
     read_elf_info,
 )
-from qemuser.loader.memory import STOP_ADDRESS, AddressSpace, GuestFault
+from qemuser.loader.memory import STOP_ADDRESS, AddressSpace, GuestFault, add_raw_hook
 from qemuser.loader.stack import (
     AT_BASE,
     AT_CLKTCK,
@@ -112,27 +112,13 @@ _INTERRUPT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, c
 
 
 def add_raw_interrupt_hook(uc: Uc, callback) -> object:
-    """UC_HOOK_INTR without the binding's two wrapper layers (the syscall hot path).
+    """UC_HOOK_INTR as a raw ctypes hook (the syscall hot path: see add_raw_hook).
 
-    The callback gets (engine handle, intno, user data) as C passes them, and must not raise:
-    ctypes would only print the exception. Returns the ctypes function object, which must be
-    kept alive with the engine.
+    The callback gets (engine handle, intno, user data) as C passes them, and must not raise.
+    Returns the ctypes function object, which must be kept alive with the engine.
     """
-    from unicorn.unicorn_py3.unicorn import uclib
-
     function = _INTERRUPT_CALLBACK(callback)
-    handle = ctypes.c_size_t()
-    status = uclib.uc_hook_add(
-        uc._uch,
-        ctypes.byref(handle),
-        UC_HOOK_INTR,
-        function,
-        ctypes.c_void_p(0),
-        ctypes.c_uint64(1),
-        ctypes.c_uint64(0),
-    )
-    if status:
-        raise UcError(status)
+    add_raw_hook(uc, UC_HOOK_INTR, function)
     return function
 
 

@@ -277,7 +277,10 @@ def _caller(
             decoders.append(kind.decode)
     if all(decoder is _same for decoder in decoders):
         return lambda proc, raw: handler(proc, *raw[:count])
-    # spelled out for the short argument lists of the hottest calls (read, write, close)
+    if all(decoder is _same for decoder in decoders[1:]):  # read(fd, buf, count), close(fd)
+        first = decoders[0]
+        return lambda proc, raw: handler(proc, first(proc, raw[0]), *raw[1:count])
+    # spelled out for other short argument lists (lseek, fcntl, openat's neighbours)
     if count == 1:
         (d0,) = decoders
         return lambda proc, raw: handler(proc, d0(proc, raw[0]))
@@ -286,9 +289,7 @@ def _caller(
         return lambda proc, raw: handler(proc, d0(proc, raw[0]), d1(proc, raw[1]))
     if count == 3:
         d0, d1, d2 = decoders
-        return lambda proc, raw: handler(
-            proc, d0(proc, raw[0]), d1(proc, raw[1]), d2(proc, raw[2])
-        )
+        return lambda proc, raw: handler(proc, d0(proc, raw[0]), d1(proc, raw[1]), d2(proc, raw[2]))
     steps = tuple(enumerate(decoders))
     return lambda proc, raw: handler(proc, *[decoder(proc, raw[i]) for i, decoder in steps])
 

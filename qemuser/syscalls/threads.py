@@ -14,7 +14,6 @@ A program that never calls clone() pays nothing: no slicing, no worker, no switc
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -92,6 +91,8 @@ class Worker:
     """A host thread that runs one guest thread's blocking system calls."""
 
     def __init__(self, scheduler: Scheduler, thread: GuestThread | None) -> None:
+        import queue  # here: a program that never blocks in a thread does not pay its import
+
         self.scheduler = scheduler
         self.thread = thread
         self.jobs: queue.Queue[tuple[int, tuple[int, ...]] | None] = queue.Queue()

@@ -370,12 +370,7 @@ class Machine:
     def _stopped_in_wfi(self) -> bool:
         if self.arch == "aarch64":
             return self.arm.in_wfi()  # pc is virtual once the MMU is on
-        pc = self.uc.reg_read(self.config.board.cpu.pc)
-        try:
-            last = struct.unpack("<I", self.uc.mem_read(pc - 4, 4))[0]
-        except UcError:
-            return False
-        return last == _WFI[self.arch]
+        return self.riscv.in_wfi()
 
     def _idle(self) -> None:
         """The guest waits for an interrupt: sleep until the next timer event or console input."""

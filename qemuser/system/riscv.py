@@ -17,6 +17,7 @@ MTIP/MSIP/MEIP, and has no time source for `rdtime` (UNICORN-NOTES). This module
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +35,16 @@ INTERRUPT = 1 << 63
 IRQ_S_SOFT, IRQ_M_SOFT, IRQ_S_TIMER, IRQ_M_TIMER, IRQ_S_EXT, IRQ_M_EXT = 1, 3, 5, 7, 9, 11
 # Exception codes.
 EXC_ILLEGAL, EXC_ECALL_U = 2, 8
+# Misaligned and access faults, page faults: stval/mtval gets the faulting address.
+ADDRESS_FAULTS = frozenset({0, 1, 4, 5, 6, 7, 12, 13, 15})
+_CONTEXT_SIZE, _BADADDR = 1568, 584
 
 # mstatus bits (privileged spec, "Machine Status Register").
 SIE, MIE, SPIE, MPIE, SPP = 1 << 1, 1 << 3, 1 << 5, 1 << 7, 1 << 8
 MPP_SHIFT, FS_INITIAL = 11, 1 << 13
 
 CSR_TIME = 0xC01
+WFI = 0x10500073
 PMP_NAPOT_RWX = 0x1F  # pmpcfg entry: R, W, X, address matching NAPOT
 _PMP_OPEN_STUB = (
     0x3B029073,  # csrw pmpaddr0, t0
@@ -176,10 +181,27 @@ class RiscvHart:
             if insn is not None and self._emulate(insn, epc):
                 return
             tval = insn or 0
+        elif intno in ADDRESS_FAULTS:
+            tval = self._fault_address()
         cause = intno
         if intno == EXC_ECALL_U:  # every ecall arrives as 8: the cause says from which mode
             cause = EXC_ECALL_U + priv
         self.take_trap(cause, epc, tval)
+
+    def _fault_address(self) -> int:
+        """The faulting address of the exception being taken (QEMU's env->badaddr).
+
+        Unicorn does not write stval/mtval and has no API for badaddr, but the field is in the
+        bytes of a saved context. Its offset was measured for this unicorn build (2.1.4: a
+        1568-byte riscv64 context, badaddr at 584) and is used only when the size matches;
+        tests/system/test_riscv_hart.py checks it with real page faults.
+        """
+        context = self.uc.context_save()
+        if context.size != _CONTEXT_SIZE:
+            return 0
+        return int.from_bytes(
+            ctypes.string_at(context.context, context.size)[_BADADDR:][:8], "little"
+        )
 
     def take_trap(self, cause: int, epc: int, tval: int = 0) -> None:
         """Enter the trap handler of M or S mode as the hart would."""
@@ -276,6 +298,12 @@ class RiscvHart:
                 return (ppn << 12 & ~offset_mask) | (vaddr & offset_mask)
             table = ppn << 12
         return None
+
+    def in_wfi(self) -> bool:
+        """Did the slice end on a `wfi` (the hart waits for an interrupt)? pc is virtual once
+        S mode turns paging on, so the instruction is read through the page table."""
+        pc = self.uc.reg_read(rv.UC_RISCV_REG_PC)
+        return self._fetch_insn(pc - 4, self.uc.reg_read(rv.UC_RISCV_REG_PRIV)) == WFI
 
     # --- interrupts -------------------------------------------------------------------------
     def poll(self) -> None:

@@ -374,7 +374,7 @@ def test_help_version_and_lists() -> None:
     cpus = run_cli("riscv64", "-cpu", "help")
     assert cpus.stdout.splitlines()[:2] == [
         b"Available CPUs (riscv64):",
-        b"  rv64           RV64GC (IMAFDC, Zicsr, Zifencei) (default)",
+        b"  rv64           RV64GC (IMAFDC, Zicsr, Zifencei), S and U modes (default)",
     ]
     items = run_cli("aarch64", "-d", "help")
     assert [line.split()[0] for line in items.stdout.splitlines()[1:]] == [

@@ -29,7 +29,7 @@ def test_generated_code_is_never_stale(arch: str, flavour: str) -> None:
     result = run_guest(arch, fixture_path(arch, "code_remap", flavour))
     assert result.stdout == (
         b"first: 11\nrewritten in place: 22\nsame address: 1, after remap: 33\n"
-        b"after mprotect flip: 44\n"
+        b"after mprotect flip: 44\nown text: 1, patched: 55, patched again: 66\n"
     )
     assert result.returncode == 0
 

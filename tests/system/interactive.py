@@ -79,7 +79,8 @@ class ConsoleSession:
 
 
 def embedded_string(path: Path, prefix: bytes) -> str:
-    """The NUL-terminated string starting with `prefix` inside a binary (a version banner)."""
+    """The NUL-terminated string starting with `prefix` inside a binary (a version banner),
+    without the newline some of them end with."""
     data = path.read_bytes()
     start = data.index(prefix)
-    return data[start : data.index(b"\0", start)].decode()
+    return data[start : data.index(b"\0", start)].decode().removesuffix("\n")

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.system.debian import opensbi, u_boot
 from tests.system.interactive import ConsoleSession
 from tests.system.test_uboot import talk_to_u_boot, version_lines
 
 
-@pytest.mark.slow
 def test_opensbi_fw_jump_then_u_boot_prompt_and_poweroff() -> None:
     firmware = opensbi("fw_jump.elf")
     image = u_boot("qemu-riscv64_smode")

@@ -1,15 +1,19 @@
-"""The riscv64 virt board's default firmware (no -bios): the built-in SBI seen from an S-mode
-guest, with a timer interrupt and the UART's receive interrupt routed through the PLIC."""
+"""riscv64 virt interrupts and firmware seen from guests: the default firmware's built-in SBI
+from an S-mode guest (timer, the UART's receive interrupt through the PLIC's S context), and the
+same UART interrupt through the PLIC's M context with -bios none."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.system.conftest import fixture, run_system
 from tests.system.interactive import ConsoleSession
 
 
-def test_s_mode_guest_uses_sbi_timer_plic_uart_interrupt_and_srst() -> None:
+@pytest.mark.parametrize("firmware", [[], ["-bios", "default"]])
+def test_s_mode_guest_uses_sbi_timer_plic_uart_interrupt_and_srst(firmware: list[str]) -> None:
     elf = fixture("sbi-riscv64.elf")
-    session = ConsoleSession("riscv64", "-M", "virt", "-nographic", "-kernel", str(elf))
+    session = ConsoleSession("riscv64", "-M", "virt", "-nographic", *firmware, "-kernel", str(elf))
     try:
         session.expect("type a key: ")
         session.type("x")
@@ -37,3 +41,32 @@ def test_bios_none_still_enters_the_kernel_in_machine_mode() -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("qemuser-system-riscv64: guest trap (cause 0xb) with no mtvec")
+
+
+def test_machine_mode_uart_interrupt_through_plic_m_context() -> None:
+    elf = fixture("plic-riscv64.elf")
+    session = ConsoleSession(
+        "riscv64", "-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf)
+    )
+    try:
+        session.expect("type: ")
+        session.type("abc")
+        status = session.wait()
+    finally:
+        session.close()
+    assert session.lines() == ["type: mcause M external, claimed uart, got 'abc'", ""]
+    assert status == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-bios", "/nonexistent/fw.bin"], "could not load firmware '/nonexistent/fw.bin'"),
+        ([], "no kernel given for the default firmware (use -kernel)"),
+    ],
+)
+def test_firmware_errors_are_one_line(args: list[str], message: str) -> None:
+    result = run_system("riscv64", "-M", "virt", *args)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"qemuser-system-riscv64: {message}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.system.debian import u_boot
 from tests.system.interactive import ConsoleSession, embedded_string
 
@@ -43,7 +41,6 @@ def talk_to_u_boot(session: ConsoleSession, expected_version: list[str]) -> list
     return lines
 
 
-@pytest.mark.slow
 def test_aarch64_u_boot_from_flash_prompt_commands_poweroff() -> None:
     image = u_boot("qemu_arm64")
     expected_version = version_lines(image, "aarch64")
@@ -63,7 +60,6 @@ def test_aarch64_u_boot_from_flash_prompt_commands_poweroff() -> None:
     assert ["In:    pl011@9000000", "Out:   pl011@9000000", "Err:   pl011@9000000"] == lines[9:12]
 
 
-@pytest.mark.slow
 def test_riscv64_u_boot_smode_with_default_firmware_prompt_commands_poweroff() -> None:
     image = u_boot("qemu-riscv64_smode")
     expected_version = version_lines(image, "riscv64")

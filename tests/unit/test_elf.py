@@ -152,3 +152,61 @@ def test_corrupt_headers(tmp_path: Path, patch: tuple[int, bytes], message: str)
     with pytest.raises(LoadError) as error:
         read_elf_info(str(path))
     assert str(error.value) == f"'{path}' {message}"
+
+
+def test_big_endian_headers_are_read_in_their_byte_order(tmp_path: Path) -> None:
+    header = b"\x7fELF" + bytes([2, 2, 1]) + bytes(9)  # ELFCLASS64, ELFDATA2MSB
+    header += struct.pack(">HHIQQQIHHHHHH", 2, EM_AARCH64, 1, 0x40_1000, 64, 0, 0, 64, 56, 1,
+                          64, 0, 0)  # fmt: skip
+    phdr = struct.pack(">IIQQQQQQ", PT_LOAD, PF_R | PF_X, 0, 0x40_0000, 0x40_0000, 0x100, 0x100,
+                       PAGE)  # fmt: skip
+    path = tmp_path / "be"
+    path.write_bytes(header + phdr + bytes(0x100 - len(header + phdr)))
+    info = read_elf_info(str(path))
+    assert (info.machine, info.entry, info.segments[0][2]) == (EM_AARCH64, 0x40_1000, 0x40_0000)
+    with pytest.raises(LoadError) as error:
+        check_arch(info, CPUS["aarch64"])
+    assert str(error.value) == f"'{path}' is built for AArch64 (big-endian), not aarch64"
+
+
+@pytest.mark.parametrize(
+    ("ident", "message"),
+    [
+        (bytes([3, 1, 1]), "is a truncated or corrupt ELF file"),  # no such EI_CLASS
+        (bytes([2, 0, 1]), "is a truncated or corrupt ELF file"),  # no such EI_DATA
+    ],
+)
+def test_bad_ident_is_one_line(tmp_path: Path, ident: bytes, message: str) -> None:
+    data = bytearray(build_elf([(PT_LOAD, 0, 0x40_0000, 0x100, 0x100, PF_R)], bytes(0x100)))
+    data[4:7] = ident
+    path = tmp_path / "bad"
+    path.write_bytes(bytes(data))
+    with pytest.raises(LoadError) as error:
+        read_elf_info(str(path))
+    assert str(error.value) == f"'{path}' {message}"
+
+
+def test_text_segments_keep_self_modifying_code_correct(mem: AddressSpace, tmp_path: Path) -> None:
+    """The loader marks read-only text for the engine (no TLB walk per translated block); a
+    range so marked must still drop a translation that a guest store overwrites, also after the
+    patched code was translated again (the second patch)."""
+    from unicorn.arm64_const import UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2
+
+    mov_w0 = 0x5280_0000  # mov w0, #imm16 (imm16 at bit 5)
+    store_w1_at_x2 = 0xB900_0041  # str w1, [x2]
+    patcher, target = 0x40_0800, 0x40_1000
+    body = bytearray(0x2000)
+    body[0x800:0x804] = struct.pack("<I", store_w1_at_x2)
+    body[0x1000:0x1004] = struct.pack("<I", mov_w0 | 7 << 5)
+    data = build_elf([(PT_LOAD, 0, 0x40_0000, 0x2000, 0x2000, PF_R | PF_X)], bytes(body))
+    load(mem, tmp_path, data)
+    uc = mem.uc
+    uc.emu_start(target, target + 4)
+    assert uc.reg_read(UC_ARM64_REG_X0) == 7
+    mem.protect(0x40_0000, 2 * PAGE, PROT_READ | PROT_WRITE | PROT_EXEC)
+    for value in (8, 9):
+        uc.reg_write(UC_ARM64_REG_X1, mov_w0 | value << 5)
+        uc.reg_write(UC_ARM64_REG_X2, target)
+        uc.emu_start(patcher, patcher + 4)
+        uc.emu_start(target, target + 4)
+        assert uc.reg_read(UC_ARM64_REG_X0) == value

@@ -155,3 +155,78 @@ def test_reservations_get_memory_only_when_made_accessible(mem: AddressSpace) ->
     ]
     mem.unmap(0x1_0000_0000, huge)
     assert mem.mappings() == []
+
+
+# ---- guest memory as host memory (host_span: read/write go straight to the host kernel) ----
+
+
+def test_host_span_is_the_guest_bytes_both_ways(mem: AddressSpace) -> None:
+    import ctypes
+
+    mem.map(0x2000_0000, 2 * PAGE, PROT_READ | PROT_WRITE)
+    mem.write(0x2000_0FFE, b"guest")
+    host = mem.host_span(0x2000_0FFE, 5, write=False)
+    assert host and ctypes.string_at(host, 5) == b"guest"
+    ctypes.memmove(mem.host_span(0x2000_1000, 4, write=True), b"HOST", 4)
+    assert mem.read(0x2000_0FFE, 6) == b"guHOST"
+
+
+def test_host_span_refuses_what_the_guest_may_not_touch(mem: AddressSpace) -> None:
+    mem.map(0x2000_0000, PAGE, PROT_READ)
+    mem.map(0x2000_1000, PAGE, PROT_NONE)
+    assert mem.host_span(0x2000_0000, PAGE, write=False)
+    with pytest.raises(GuestFault) as read_only:
+        mem.host_span(0x2000_0000, 4, write=True)
+    assert read_only.value.mapped
+    with pytest.raises(GuestFault):
+        mem.host_span(0x2000_0FFC, 8, write=False)  # runs into PROT_NONE
+    with pytest.raises(GuestFault) as unmapped:
+        mem.host_span(0x2000_2000, 4, write=False)
+    assert not unmapped.value.mapped
+    # a span the last call made fast is forgotten when protections change
+    mem.map(0x3000_0000, PAGE, PROT_READ | PROT_WRITE)
+    assert mem.host_span(0x3000_0000, 8, write=True)
+    assert mem.protect(0x3000_0000, PAGE, PROT_READ)
+    with pytest.raises(GuestFault):
+        mem.host_span(0x3000_0000, 8, write=True)
+    mem.unmap(0x3000_0000, PAGE)
+    with pytest.raises(GuestFault):
+        mem.host_span(0x3000_0000, 8, write=False)
+
+
+def test_host_span_leaves_code_and_split_buffers_to_copies(mem: AddressSpace) -> None:
+    """0: accessible, but the bytes must go through AddressSpace.write (which drops stale
+    translations) or span two host pieces."""
+    mem.map(0x2000_0000, PAGE, PROT_READ | PROT_WRITE | PROT_EXEC)
+    assert mem.host_span(0x2000_0000, 8, write=True) == 0
+    assert mem.host_span(0x2000_0000, 8, write=False)  # reading code is fine
+    mem.map(0x3000_0000, PAGE, PROT_READ | PROT_WRITE)
+    mem.map(0x3000_1000, PAGE, PROT_READ | PROT_WRITE)  # made apart: another host piece
+    assert mem.host_span(0x3000_0FFC, 8, write=True) == 0
+    mem.write(0x3000_0FFC, b"12345678")
+    assert mem.read(0x3000_0FFC, 8) == b"12345678"
+
+
+def test_rewritten_code_runs_new(mem: AddressSpace) -> None:
+    from unicorn.arm64_const import UC_ARM64_REG_X0
+
+    mov_w0_7, mov_w0_9 = bytes.fromhex("e0008052"), bytes.fromhex("20018052")
+    branch_to_next_page = bytes.fromhex("ff030014")  # b .+0x1000-4
+    mem.map(0x2000_0000, 2 * PAGE, PROT_READ | PROT_WRITE | PROT_EXEC)
+    mem.write(0x2000_0000, mov_w0_7 + branch_to_next_page)
+    # stop in the next page, so that unicorn keeps the translation of the first one
+    mem.uc.emu_start(0x2000_0000, 0x2000_1000)
+    assert mem.uc.reg_read(UC_ARM64_REG_X0) == 7
+    mem.write(0x2000_0000, mov_w0_9)  # as a read() into the buffer would
+    mem.uc.emu_start(0x2000_0000, 0x2000_1000)
+    assert mem.uc.reg_read(UC_ARM64_REG_X0) == 9
+
+
+def test_partial_unmap_keeps_the_ends_host_pages(mem: AddressSpace) -> None:
+    import ctypes
+
+    mem.map(0x2000_0000, 3 * PAGE, PROT_READ | PROT_WRITE)
+    mem.write(0x2000_0000, b"a" * PAGE + b"b" * PAGE + b"c" * PAGE)
+    mem.unmap(0x2000_1000, PAGE)
+    assert ctypes.string_at(mem.host_span(0x2000_2000, PAGE, write=False), 2) == b"cc"
+    assert ctypes.string_at(mem.host_span(0x2000_0000, PAGE, write=False), 2) == b"aa"
