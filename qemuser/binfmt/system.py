@@ -121,9 +121,10 @@ def write_interpreter(spec: CpuSpec, options: InstallOptions, libexec: Path = LI
         f"#!{sys.executable}\n"
         "# Written by qemuser-binfmt install: run by the binfmt launcher for "
         f"{spec.name}.\n"
-        "import sys\n"
         "from qemuser.binfmt.interpreter import main\n"
-        f"sys.exit(main({json.dumps(settings)!r}))\n"
+        # no interpreter teardown once the guest is done (it costs tens of ms a process)
+        "from qemuser.cli.user import exit_now\n"
+        f"exit_now(main({json.dumps(settings)!r}))\n"
     )
     script = path.with_name(path.name + ".py")
     tmp = path.with_name(path.name + ".py.new")

@@ -14,6 +14,7 @@ from typing import BinaryIO, NoReturn
 from qemuser.cli.system_devices import (
     DEVICE_MODELS_BY_NAME,
     DeviceOptionError,
+    check_globals,
     device_help,
     plan_devices,
     property_help,
@@ -42,6 +43,7 @@ _WITH_VALUE = {
     "monitor",
     "name",
     "accel",
+    "global",
     "rtc",
     "L",
 }
@@ -59,6 +61,7 @@ class Options:
     devices: list[str] = field(default_factory=list)
     drives: list[str] = field(default_factory=list)
     blockdevs: list[str] = field(default_factory=list)
+    globals: list[str] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
 
 
@@ -88,6 +91,8 @@ def parse_args(argv: list[str]) -> Options:
                 opts.drives.append(value)
             elif name == "blockdev":
                 opts.blockdevs.append(value)
+            elif name == "global":
+                opts.globals.append(value)
             else:
                 opts.values[name] = value
         else:
@@ -189,6 +194,7 @@ def run(arch: str, argv: list[str]) -> int:
         bios=opts.values.get("bios"),
         no_reboot="no-reboot" in opts.flags,
     )
+    check_globals(opts.globals)
     plan = plan_devices(
         opts.drives,
         opts.blockdevs,

@@ -256,6 +256,26 @@ def property_help(name: str) -> str:
     return "\n".join(lines)
 
 
+def check_globals(settings: list[str]) -> None:
+    """-global DRIVER.PROP=VALUE: only virtio-mmio.force-legacy=off, which is what we model.
+
+    QEMU's virtio-mmio defaults to the legacy (version 1) registers; ours are always the
+    version 2 ones, so a command line asking QEMU for those works unchanged here.
+    """
+    for setting in settings:
+        prop, _, value = setting.partition("=")
+        if prop != "virtio-mmio.force-legacy":
+            raise DeviceOptionError(f"-global {setting}: property not supported")
+        try:
+            legacy = _on_off(value, "force-legacy")
+        except DeviceOptionError as exc:
+            raise DeviceOptionError(f"-global {setting}: {exc}") from None
+        if legacy:
+            raise DeviceOptionError(
+                f"-global {setting}: legacy virtio-mmio (version 1) is not supported"
+            )
+
+
 def plan_devices(
     drives: list[str],
     blockdevs: list[str],

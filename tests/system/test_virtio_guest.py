@@ -54,6 +54,7 @@ def test_guest_reads_and_writes_a_drive(arch: str, tmp_path: Path) -> None:
     result = run_system(
         arch,
         *("-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf)),
+        *("-global", "virtio-mmio.force-legacy=false"),  # as QEMU needs it for version 2
         *("-device", "virtio-rng-device"),
         *("-drive", f"file={disk},format=raw,if=none,id=d0"),
         *("-device", "virtio-blk-device,drive=d0,serial=QS-0001"),
@@ -176,6 +177,10 @@ def test_device_help_lists_virtio_models() -> None:
             ["-blockdev", "driver=raw,node-name=x,file=nope"],
             "-blockdev driver=raw,node-name=x,file=nope: Cannot find device='nope' nor "
             "node-name='nope'",
+        ),
+        (
+            ["-global", "virtio-mmio.force-legacy=on"],
+            "-global virtio-mmio.force-legacy=on: legacy virtio-mmio (version 1) is not supported",
         ),
         (
             ["-device", "virtio-rng-device"] * 9,
