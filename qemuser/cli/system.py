@@ -20,6 +20,7 @@ from qemuser.cli.system_devices import (
     property_help,
 )
 from qemuser.system.boards import BOARDS
+from qemuser.system.console import ConsoleInput, terminal_mode
 from qemuser.system.devices import DEVICE_TYPES
 from qemuser.system.machine import Machine, MachineConfig, MachineError
 from qemuser.system.virtio import VirtioMmio
@@ -202,11 +203,21 @@ def run(arch: str, argv: list[str]) -> int:
         board.name,
         warn=lambda text: print(text, file=sys.stderr),
     )
-    console = _serial(opts.values.get("serial", "stdio"))
+    serial = opts.values.get("serial", "mon:stdio" if "nographic" in opts.flags else "stdio")
+    console = _serial(serial)
     machine = Machine(config, console)
     plan.plug_into([d for d in machine.devices if isinstance(d, VirtioMmio)])
     machine.boot()
-    return machine.run()
+    try:
+        stdin_fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # started with stdin closed
+        stdin_fd = -1
+    if serial not in ("stdio", "mon:stdio") or stdin_fd < 0:
+        return machine.run()
+    # Typed input goes to the board's UART; mon:stdio (-nographic) adds QEMU's Ctrl-A escapes.
+    machine.console_input = ConsoleInput(stdin_fd, serial == "mon:stdio", machine.console_write)
+    with terminal_mode(stdin_fd, keep_signals=serial == "stdio"):
+        return machine.run()
 
 
 def _main(arch: str) -> NoReturn:

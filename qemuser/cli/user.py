@@ -108,6 +108,7 @@ class Settings:
     strace: bool = False
     log_items: frozenset[str] = frozenset()
     log_file: str | None = None
+    gdb: str | None = None
 
 
 def default_sysroot(arch: str) -> str | None:
@@ -160,6 +161,12 @@ def _set_log_items(s: Settings, value: str) -> None:
 
 def _set_log_file(s: Settings, value: str) -> None:
     s.log_file = value or None
+
+
+def _set_gdb(s: Settings, value: str) -> None:
+    if not value:
+        raise UsageError("-g needs a port number or a socket path")
+    s.gdb = value
 
 
 def _set_strace(s: Settings, _value: str) -> None:
@@ -220,6 +227,7 @@ OPTIONS: tuple[Option, ...] = (
         _set_log_file,
         "write logs to 'logfile' (default stderr)",
     ),
+    Option("-g", "QEMU_GDB", "port", _set_gdb, "wait gdb connection to 'port'"),
     Option("-strace", "QEMU_STRACE", None, _set_strace, "log system calls"),
     Option("-version", "QEMU_VERSION", None, _show_version, "display version information and exit"),
 )
@@ -344,6 +352,7 @@ def build_config(settings: Settings, program: str, guest_args: list[str]) -> Run
         strace=settings.strace,
         log_items=settings.log_items,
         log_file=settings.log_file,
+        gdb=settings.gdb,
     )
 
 

@@ -22,3 +22,4 @@ class RunConfig:
     exec_fd: int | None = None  # binfmt 'O': the kernel's open fd of the binary (AT_EXECFD)
     preserve_argv0: bool = False  # binfmt 'P': sets AT_FLAGS bit 0 as Linux does
     execfn: bytes | None = None  # AT_EXECFN string; default: the program path as given
+    gdb: str | None = None  # -g / QEMU_GDB: a TCP port or unix socket path to wait for GDB on

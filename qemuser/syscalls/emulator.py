@@ -31,6 +31,7 @@ def run(config: RunConfig) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     log = open_log(config)
     previous: Process | None = None
+    previous_debugged = False  # -g debugs the first program; one it execs runs undebugged
     while True:
         proc = Process(config)
         if previous is not None:
@@ -41,9 +42,17 @@ def run(config: RunConfig) -> int:
             proc.host_fd_reserved.add(log.fileno())
         try:
             proc.load()
+            if config.gdb is not None and previous_debugged is False:
+                # after loading, as qemu-user: a program that cannot load fails first
+                from qemuser.syscalls.gdbstub import GdbStub
+
+                proc.debugger = GdbStub.open(config.gdb)
+                previous_debugged = True
             state = proc.run()
         except ExecRequest as request:
             # execve of a foreign program: same host process, same pid, a new engine.
+            if proc.debugger is not None:
+                proc.debugger.disconnect()  # as the host's close-on-exec does to qemu's socket
             close_on_exec_fds(proc.host_fd_reserved)
             config = request.config
             previous = proc

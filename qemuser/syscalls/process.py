@@ -9,7 +9,7 @@ import signal
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_const import UC_MEM_FETCH
@@ -89,6 +89,9 @@ from qemuser.syscalls.sigstate import (
     pack_fault_info,
 )
 from qemuser.syscalls.threads import OFFLOADED, SLICE_INSTRUCTIONS, Scheduler
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.gdbstub import GdbStub
 
 # Never restarted, whatever SA_RESTART says (man 7 signal).
 NEVER_RESTARTED = frozenset(
@@ -220,6 +223,7 @@ class Process:
     reported_unknown: set[int] = field(default_factory=set)
     umask_value: int = 0o022
     stack_low: int = 0
+    debugger: GdbStub | None = None  # -g: the run loop reports its stops to GDB
 
     def __post_init__(self) -> None:
         self.spec = CPUS[self.config.arch]
@@ -348,6 +352,8 @@ class Process:
         self.host_fd_reserved.update((self.vfork_pipe_read, self.vfork_pipe_write))
 
     def on_fork_child(self) -> None:
+        if self.debugger is not None:
+            self.debugger.forget_in_fork_child()
         self.sched.current.tid = self.pid
         self.sched.forget_others()
         if self.vfork_pipe_read is not None:
@@ -514,10 +520,17 @@ class Process:
         """Run until the guest exits or dies."""
         pc = self.entry
         uc = self.uc
+        if self.debugger is not None:
+            self.debugger.attach(self)  # GDB sees the first instruction
+            pc = uc.reg_read(self.spec.pc)
         while True:
             self.mem.last_fault = None
+            debugger = self.debugger
             try:
-                if not (self.sched.multi or self.signal_bridge is not None):
+                if debugger is not None:
+                    # counted slices: the loop sees GDB's Ctrl-C at the end of each one
+                    uc.emu_start(pc, STOP_ADDRESS, count=debugger.slice_instructions)
+                elif not (self.sched.multi or self.signal_bridge is not None):
                     uc.emu_start(pc, STOP_ADDRESS)
                 elif self.stops_between_blocks:
                     # other threads, or host signals, need the loop back now and then
@@ -540,7 +553,10 @@ class Process:
                 break
             if self.pending_fatal is not None:
                 fatal, self.pending_fatal = self.pending_fatal, None
-                self.force_signal(fatal)
+                if debugger is not None:  # GDB sees the fault first and may drop it
+                    fatal = debugger.on_signal(self, fatal)
+                if fatal is not None:
+                    self.force_signal(fatal)
             if self.sched.multi:
                 if not self.sched.switch():
                     break
@@ -548,7 +564,11 @@ class Process:
                 self.deliver_signals()
             if self.exit.status is not None or self.exit.signal is not None:
                 break
+            if debugger is not None:
+                debugger.after_slice(self)  # breakpoint, step, Ctrl-C: GDB's turn
             pc = uc.reg_read(self.spec.pc)
+        if self.debugger is not None:
+            self.debugger.on_exit(self.exit)
         return self.exit
 
     # ---- signals -----------------------------------------------------------------------------

@@ -76,8 +76,14 @@ HOST_RESERVED = frozenset(
         signal.SIGFPE,
         signal.SIGKILL,
         signal.SIGSTOP,
+        signal.SIGRTMAX,  # INTERRUPT_SIGNAL below
     }
 )
+
+# The host signal that ends the blocking host call of one guest thread's worker (threads.py),
+# sent with pthread_kill to that worker only. Reserved: the guest's own SIGRTMAX still works
+# between its threads (kill/tgkill queue it here), but one sent from outside is not seen.
+INTERRUPT_SIGNAL = signal.SIGRTMAX
 
 
 def keep_signals_for_the_main_thread() -> None:
@@ -117,6 +123,15 @@ class PendingSignal:
     signo: int
     siginfo: bytes  # 128 bytes, as the handler will see it
     fault_address: int = 0
+    # tgkill's thread (0: sent to the process, any thread not blocking it may take it)
+    thread: int = 0
+    # for a signal sent to the process: the thread chosen to take it (0: not chosen yet),
+    # as Linux's complete_signal picks one (threads.py: Scheduler.route_signals)
+    target: int = 0
+
+    def for_thread(self, tid: int) -> bool:
+        """Whether thread `tid` may take it (with one guest thread, every signal is its)."""
+        return self.thread in (0, tid) and self.target in (0, tid)
 
 
 @dataclass
@@ -128,40 +143,57 @@ class SignalState:
     # re-entrant: the Python signal handler that queues may run while this thread holds it
     lock: threading.RLock = field(default_factory=threading.RLock)
     router: Callable[[PendingSignal], bool] | None = None  # signalfd delivery
+    # The guest thread whose mask `mask` is (the one on the CPU; 0 with a single thread), and
+    # what to call when a signal becomes pending (the scheduler's wake-up, once there are
+    # threads). Set by threads.py.
+    current_tid: int = 0
+    waker: Callable[[], None] | None = None
 
     def action(self, signo: int) -> SigAction:
         return self.actions.get(signo) or SigAction()
 
-    def deliverable(self) -> bool:
+    def for_thread(self, tid: int) -> list[PendingSignal]:
+        """The pending signals thread `tid` may take, blocked or not."""
         with self.lock:
-            return any(
-                not self.mask & bit(p.signo) or p.signo in (SIGKILL, SIGSTOP) for p in self.pending
-            )
+            return [p for p in self.pending if p.for_thread(tid)]
+
+    def next_for(self, tid: int, mask: int) -> PendingSignal | None:
+        """The signal thread `tid` (with `mask`) takes next: its own ones first, then the
+        process's, lowest number first in each (Linux's dequeue_signal)."""
+        candidates = [p for p in self.for_thread(tid) if not mask & bit(p.signo)]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda p: (p.thread == 0, p.signo))
 
     def take(self) -> PendingSignal | None:
-        """The first pending signal that is not blocked (lowest number first, as Linux)."""
+        """The signal the running thread takes now, if any (see next_for)."""
         with self.lock:
-            candidates = [p for p in self.pending if not self.mask & bit(p.signo)]
-            if not candidates:
-                return None
-            chosen = min(candidates, key=lambda p: p.signo)
-            self.pending.remove(chosen)
+            chosen = self.next_for(self.current_tid, self.mask)
+            if chosen is not None:
+                self.pending.remove(chosen)
             return chosen
 
     def queue(self, pending: PendingSignal) -> None:
         if self.router is not None and self.router(pending):
             return  # taken by a signalfd
         with self.lock:
-            # standard signals do not queue: one pending instance each
-            if pending.signo < 32 and any(p.signo == pending.signo for p in self.pending):
+            # standard signals do not queue: one pending instance each (per thread, and
+            # for the process)
+            if pending.signo < 32 and any(
+                p.signo == pending.signo and p.thread == pending.thread for p in self.pending
+            ):
                 return
             self.pending.append(pending)
+        if self.waker is not None:
+            self.waker()
 
     def pending_mask(self) -> int:
+        """rt_sigpending's set: the running thread's own signals and the process's."""
         with self.lock:
             mask = 0
             for p in self.pending:
-                mask |= bit(p.signo)
+                if p.thread in (0, self.current_tid):  # whichever thread was chosen
+                    mask |= bit(p.signo)
             return mask
 
 

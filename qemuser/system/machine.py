@@ -41,7 +41,6 @@ SHORT_SLICE = 1_000  # while an interrupt waits for the guest to unmask it
 IDLE_MAX_NS = 10_000_000  # longest single sleep in WFI (input and timers wake it earlier)
 # emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
 _NEVER = 0xFFFF_FFFF_FFFF_FFF0
-_WFI = {"aarch64": 0xD503207F, "riscv64": 0x10500073}
 FLASH_SIZE = 64 * MiB  # aarch64 virt: pflash bank 0 at address 0
 
 
@@ -402,6 +401,23 @@ class Machine:
         self.exit_status = 1
         self.uc.emu_stop()
 
+    def _step_to_unmask(self, limit: int = 64) -> None:
+        """Linux idles with IRQs masked and, once WFI returns, unmasks them a few instructions
+        on (msr daifclr) before its idle loop masks them again and waits: even a short slice
+        runs through that window. Step one instruction at a time to the unmask and take the
+        pending IRQ there (seen: a virtio-blk completion, and `sleep 1`, never delivered)."""
+        pc_reg = self.config.board.cpu.pc
+        for _ in range(limit):
+            try:
+                self.uc.emu_start(self.uc.reg_read(pc_reg), _NEVER, count=1)
+            except UcError:
+                return  # the main loop runs that instruction again and reports the error
+            if self.exit_status is not None:
+                return
+            if not self.arm.irq_masked():
+                self.arm.poll()
+                return
+
     def run(self) -> int:
         """Run until the guest powers off; returns the exit status."""
         cpu = self.config.board.cpu
@@ -418,7 +434,8 @@ class Machine:
             self._flush_console()
             if self.exit_status is not None:
                 break
-            if self._stopped_in_wfi():
+            in_wfi = self._stopped_in_wfi()
+            if in_wfi:
                 self._idle()
             self._poll_console_input()
             if self.exit_status is not None:
@@ -427,6 +444,8 @@ class Machine:
                 self.riscv.poll()
             else:
                 self.arm.poll()
+                if in_wfi and self.arm.irq_masked():
+                    self._step_to_unmask()
                 # An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI
                 # (msr daifclr, which no hook sees), so look again soon rather than a slice on.
                 slice_count = SHORT_SLICE if self.arm.irq_masked() else SLICE

@@ -104,16 +104,13 @@ class Chain:
     head: int
     buffers: list[Buffer]
 
-    def readable_length(self) -> int:
-        return sum(b.length for b in self.buffers if not b.writable)
-
     def writable_length(self) -> int:
         return sum(b.length for b in self.buffers if b.writable)
 
     def read(self, host: DmaHost) -> bytes:
         """All device-readable bytes, concatenated."""
         return b"".join(
-            _dma_read(host, b.guest_addr, b.length) for b in self.buffers if not b.writable
+            host.dma_read(b.guest_addr, b.length) for b in self.buffers if not b.writable
         )
 
     def write(self, host: DmaHost, offset: int, data: bytes) -> None:
@@ -125,19 +122,11 @@ class Chain:
                 offset -= buf.length
                 continue
             part = data[: buf.length - offset]
-            _dma_write(host, buf.guest_addr + offset, part)
+            host.dma_write(buf.guest_addr + offset, part)
             data = data[len(part) :]
             offset = 0
         if data:
             raise DmaError("write beyond the chain's writable buffers")
-
-
-def _dma_read(host: DmaHost, guest_addr: int, size: int) -> bytes:
-    return host.dma_read(guest_addr, size)
-
-
-def _dma_write(host: DmaHost, guest_addr: int, data: bytes) -> None:
-    host.dma_write(guest_addr, data)
 
 
 @dataclass
@@ -161,11 +150,11 @@ class Virtqueue:
         """The next available chain, or None when the driver has made none available."""
         if not self.ready or not self.num:
             return None
-        (avail_idx,) = struct.unpack("<H", _dma_read(host, self.driver + 2, 2))
+        (avail_idx,) = struct.unpack("<H", host.dma_read(self.driver + 2, 2))
         if avail_idx == self.last_avail:
             return None
         slot = self.driver + 4 + 2 * (self.last_avail % self.num)
-        (head,) = struct.unpack("<H", _dma_read(host, slot, 2))
+        (head,) = struct.unpack("<H", host.dma_read(slot, 2))
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         return Chain(head, self._walk(host, self.desc, self.num, head, indirect))
 
@@ -176,7 +165,7 @@ class Virtqueue:
         for _ in range(size):  # a chain longer than its table is a loop: stop there
             if index >= size:
                 raise DmaError(f"descriptor index {index} outside a table of {size}")
-            addr, length, flags, nxt = DESC.unpack(_dma_read(host, table + 16 * index, 16))
+            addr, length, flags, nxt = DESC.unpack(host.dma_read(table + 16 * index, 16))
             if flags & DESC_F_INDIRECT and indirect:
                 # An indirect table replaces this descriptor (virtio 1.1 section 2.6.5.3).
                 buffers += self._walk(host, addr, length // 16, 0, indirect=False)
@@ -190,10 +179,10 @@ class Virtqueue:
     def push(self, host: DmaHost, chain: Chain, written: int) -> None:
         """Return a chain to the driver through the used ring with `written` bytes filled."""
         entry = self.device + 4 + USED_ELEM.size * (self.used_idx % self.num)
-        _dma_write(host, entry, USED_ELEM.pack(chain.head, written))
+        host.dma_write(entry, USED_ELEM.pack(chain.head, written))
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         # The element must be visible before the index that publishes it (one thread here).
-        _dma_write(host, self.device + 2, struct.pack("<H", self.used_idx))
+        host.dma_write(self.device + 2, struct.pack("<H", self.used_idx))
 
 
 class VirtioDevice:
@@ -475,24 +464,46 @@ SECTOR = 512
 
 
 class BlockBackend:
-    """A raw disk image: reads, writes and flushes by byte offset."""
+    """A raw disk image: reads, writes and flushes by byte offset.
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
+    With `snapshot` (QEMU's -snapshot / snapshot=on) the image is only read: writes land in
+    an in-memory overlay of whole sectors, gone when the emulator exits.
+    """
+
+    def __init__(self, path: str, read_only: bool = False, snapshot: bool = False) -> None:
         self.path = path
         self.read_only = read_only
+        self.overlay: dict[int, bytes] | None = {} if snapshot else None
         # OSError propagates: the command line reports "Could not open ..." as QEMU does.
-        self.host_fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+        writable = not read_only and not snapshot
+        self.host_fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
         self.size = os.fstat(self.host_fd).st_size
 
     def read(self, offset: int, length: int) -> bytes:
-        data = os.pread(self.host_fd, length, offset)
-        return data.ljust(length, b"\0")
+        data = bytearray(os.pread(self.host_fd, length, offset).ljust(length, b"\0"))
+        if self.overlay:
+            first, end = offset // SECTOR, -(-(offset + length) // SECTOR)
+            for sector in range(first, end):
+                if (saved := self.overlay.get(sector)) is not None:
+                    start = sector * SECTOR - offset
+                    lo, hi = max(start, 0), min(start + SECTOR, length)
+                    data[lo:hi] = saved[lo - start : hi - start]
+        return bytes(data)
 
     def write(self, offset: int, data: bytes) -> None:
-        os.pwrite(self.host_fd, data, offset)
+        if self.overlay is None:
+            os.pwrite(self.host_fd, data, offset)
+            return
+        # Whole sectors in the overlay: merge a partial one with what reads would return.
+        first, end = offset // SECTOR, -(-(offset + len(data)) // SECTOR)
+        merged = bytearray(self.read(first * SECTOR, (end - first) * SECTOR))
+        merged[offset - first * SECTOR : offset - first * SECTOR + len(data)] = data
+        for n, sector in enumerate(range(first, end)):
+            self.overlay[sector] = bytes(merged[n * SECTOR : (n + 1) * SECTOR])
 
     def flush(self) -> None:
-        os.fsync(self.host_fd)
+        if self.overlay is None:
+            os.fsync(self.host_fd)
 
     def close(self) -> None:
         os.close(self.host_fd)

@@ -5,13 +5,13 @@ busybox initramfs, which then reads and writes /dev/vda, prints on hvc0 and read
 from __future__ import annotations
 
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.system.conftest import run_system
-from tests.system.debian import CACHE, _download, arm64_kernel
+from tests.system.debian import CACHE, arm64_kernel
+from tests.system.initramfs import Entry, busybox_arm64, newc
 
 # Load order follows the modules' depends= fields (virtio_ring <- virtio <- the rest).
 MODULES = (
@@ -41,45 +41,27 @@ poweroff -f
 """
 
 
-def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """An initramfs archive (cpio "newc", see the kernel's Documentation/driver-api/
-    early-userspace/buffer-format.rst): (path, mode, data) entries, then the trailer."""
-    out = bytearray()
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        encoded = name.encode() + b"\0"
-        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
-        out += b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
-        out += bytes(-len(out) % 4) + data
-        out += bytes(-len(out) % 4)
-    return bytes(out)
-
-
-def _busybox() -> Path:
-    unpacked = CACHE / "busybox" / "bin" / "busybox"
-    if not unpacked.exists():
-        deb = _download("busybox-static:arm64")
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(CACHE / "busybox")], check=True)
-    return unpacked
-
-
 def make_initramfs(path: Path, kernel: Path) -> None:
+    """busybox, the kernel's own virtio modules and an /init that loads them and tests."""
     version = kernel.name.removeprefix("vmlinuz-")
     module_dir = CACHE / "k" / "lib" / "modules" / version / "kernel"
-    insmods = []
-    entries: list[tuple[str, int, bytes]] = [
-        ("bin", stat.S_IFDIR | 0o755, b""),
-        ("modules", stat.S_IFDIR | 0o755, b""),
-        ("bin/busybox", stat.S_IFREG | 0o755, _busybox().read_bytes()),
+    directory, executable = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755
+    entries = [
+        Entry("bin", directory),
+        Entry("bin/busybox", executable, busybox_arm64().read_bytes()),
+        Entry("dev", directory),
+        Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
+        Entry("modules", directory),
     ]
+    insmods = []
     for module in MODULES:
         source = module_dir / module
         if not source.exists():
             pytest.skip(f"{source} not in the kernel package")
-        entries.append((f"modules/{source.name}", stat.S_IFREG | 0o644, source.read_bytes()))
+        entries.append(Entry(f"modules/{source.name}", stat.S_IFREG | 0o644, source.read_bytes()))
         insmods.append(f"insmod /modules/{source.name}")
-    init = INIT.format(insmods="\n".join(insmods)).encode()
-    entries.append(("init", stat.S_IFREG | 0o755, init))
-    path.write_bytes(_cpio_newc(entries))
+    entries.append(Entry("init", executable, INIT.format(insmods="\n".join(insmods)).encode()))
+    path.write_bytes(newc(entries))
 
 
 @pytest.mark.slow
@@ -100,7 +82,7 @@ def test_linux_uses_virtio_blk_console_and_rng(tmp_path: Path) -> None:
         *("-device", "virtio-blk-device,drive=d0"),
         *("-device", "virtio-rng-device"),
         *("-device", "virtio-serial-device", "-device", "virtconsole"),
-        timeout=600,
+        timeout=300,
     )
     lines = [line.rstrip("\r") for line in result.stdout.splitlines()]
     assert "vda: 64 sectors, ro 0" in lines, result.stdout[-3000:]
