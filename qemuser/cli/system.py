@@ -202,6 +202,7 @@ def run(arch: str, argv: list[str]) -> int:
         opts.devices,
         board.name,
         warn=lambda text: print(text, file=sys.stderr),
+        snapshot="snapshot" in opts.flags,
     )
     serial = opts.values.get("serial", "mon:stdio" if "nographic" in opts.flags else "stdio")
     console = _serial(serial)

@@ -106,18 +106,23 @@ class DevicePlan:
                 )
 
 
-def _open(path: str, read_only: bool, option: str) -> BlockBackend:
+def _open(path: str, read_only: bool, option: str, snapshot: bool = False) -> BlockBackend:
     try:
-        return BlockBackend(path, read_only=read_only)
+        return BlockBackend(path, read_only=read_only, snapshot=snapshot)
     except OSError as exc:
         raise DeviceOptionError(f"{option}: Could not open '{path}': {exc.strerror}") from None
 
 
-def parse_drive(text: str, index: int, warn: Callable[[str], None]) -> Drive:
+def parse_drive(
+    text: str, index: int, warn: Callable[[str], None], snapshot: bool = False
+) -> Drive:
+    """One -drive; `snapshot` is the command line's -snapshot (a drive's own snapshot= wins)."""
     option = f"-drive {text}"
     opts = parse_opts(text)
     for key in opts:
-        if key not in {"file", "format", "if", "id", "readonly", "index"} | (_IGNORED_DRIVE_KEYS):
+        if key not in {"file", "format", "if", "id", "readonly", "index", "snapshot"} | (
+            _IGNORED_DRIVE_KEYS
+        ):
             raise DeviceOptionError(
                 f"{option}: Block format 'raw' does not support the option '{key}'"
             )
@@ -140,7 +145,11 @@ def parse_drive(text: str, index: int, warn: Callable[[str], None]) -> Drive:
     path = opts.get("file")
     backend = None
     if path:
-        backend = _open(path, read_only, option)
+        try:
+            snapshot = _on_off(opts.get("snapshot", "on" if snapshot else "off"), "snapshot")
+        except DeviceOptionError as exc:
+            raise DeviceOptionError(f"{option}: {exc}") from None
+        backend = _open(path, read_only, option, snapshot)
         if fmt is None:
             warn(
                 f"WARNING: Image format was not specified for '{path}' and probing guessed raw.\n"
@@ -282,6 +291,7 @@ def plan_devices(
     devices: list[str],
     board_name: str,
     warn: Callable[[str], None],
+    snapshot: bool = False,
 ) -> DevicePlan:
     """Open the images and decide the devices; raises DeviceOptionError on bad input."""
     plan = DevicePlan()
@@ -290,7 +300,7 @@ def plan_devices(
         plan.drives[node.name] = node
     virtio_drives: list[Drive] = []
     for index, text in enumerate(drives):
-        drive = parse_drive(text, index, warn)
+        drive = parse_drive(text, index, warn, snapshot)
         if drive.name in plan.drives:
             raise DeviceOptionError(f"-drive {text}: Duplicate ID '{drive.name}' for drive")
         plan.drives[drive.name] = drive

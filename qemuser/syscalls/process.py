@@ -898,7 +898,14 @@ class Process:
         """A host signal cut a blocking call short. Linux restarts it when no guest handler
         runs for the signal, or when the handler has SA_RESTART (except for the calls that are
         never restarted); otherwise the guest gets EINTR after its handler."""
-        pending = [p for p in list(self.signals.pending) if not self.signals.mask & bit(p.signo)]
+        if self.sched.on_worker():
+            self.sched.note_interrupted(sysdef, raw)  # decided when its thread runs again
+            return None
+        pending = [
+            p
+            for p in self.signals.for_thread(self.sched.current.tid)
+            if not self.signals.mask & bit(p.signo)
+        ]
         handled = [
             p for p in pending if self.signals.action(p.signo).handler not in (SIG_DFL, SIG_IGN)
         ]

@@ -142,13 +142,16 @@ def _wait_for_signal(
 ) -> PendingSignal | None:
     """Sleep until a signal the process can take is pending (or the deadline passes)."""
     proc.ensure_signal_bridge()  # host signals must reach the pending queue
+    sched = proc.sched
+    thread = sched.running()  # on a worker, its own thread, whose mask was saved
     while True:
+        mask = sched.mask_of(thread)
         with proc.signals.lock:
-            for p in proc.signals.pending:
+            for p in proc.signals.for_thread(thread.tid):
                 if wanted is not None and wanted & bit(p.signo):
                     proc.signals.pending.remove(p)
                     return p
-                if wanted is None and not proc.signals.mask & bit(p.signo):
+                if wanted is None and not mask & bit(p.signo):
                     return p
         timeout = None if deadline is None else deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
@@ -225,13 +228,15 @@ def sigaltstack(proc: Process, new_ptr: int, old_ptr: int) -> int:
 # ---- sending ---------------------------------------------------------------------------------
 
 
-def _send_to_self(proc: Process, signo: int, info: bytes) -> int:
+def _send_to_self(proc: Process, signo: int, info: bytes, thread: int = 0) -> int:
+    """Queue a signal for this process, or for one of its threads (`thread`, a tid)."""
     if signo == 0:
         return 0
     if signo in (SIGKILL, SIGSTOP):
         os.kill(os.getpid(), signo)  # nothing can catch these: the host does it to us
         return 0
-    proc.signals.queue(PendingSignal(signo, info))
+    # with a single thread, its signals and the process's are the same queue
+    proc.signals.queue(PendingSignal(signo, info, thread=thread if proc.sched.multi else 0))
     return 0
 
 
@@ -251,17 +256,19 @@ def kill(proc: Process, pid: int, signo: int) -> int:
 def tgkill(proc: Process, tgid: int, tid: int, signo: int) -> int:
     if not 0 <= signo <= NSIG or tgid <= 0 or tid <= 0:
         return -errno.EINVAL
-    if tgid == os.getpid() and tid == proc.tid:
-        return _send_to_self(proc, signo, pack_kill_info(signo, SI_TKILL, os.getpid(), os.getuid()))
-    if tgid != os.getpid():
-        os.kill(tid, signo) if tid == tgid else os.kill(tgid, signo)
-        return 0
-    return -errno.ESRCH
+    if tgid == os.getpid():
+        thread = proc.sched.threads.get(tid)
+        if thread is None or thread.state == "exited":
+            return -errno.ESRCH
+        info = pack_kill_info(signo, SI_TKILL, os.getpid(), os.getuid())
+        return _send_to_self(proc, signo, info, thread=tid)
+    os.kill(tid, signo) if tid == tgid else os.kill(tgid, signo)
+    return 0
 
 
 @syscall("tkill", INT, SIGNO)
 def tkill(proc: Process, tid: int, signo: int) -> int:
-    return tgkill(proc, os.getpid() if tid == proc.tid else tid, tid, signo)
+    return tgkill(proc, os.getpid() if tid in proc.sched.threads else tid, tid, signo)
 
 
 @syscall("rt_sigqueueinfo", INT, SIGNO, PTR)

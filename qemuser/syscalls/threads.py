@@ -9,24 +9,51 @@ a read on a pipe or an accept never stops the other guest threads.
 Futex waits are queued here, checked and queued between guest instructions, so that a wake
 cannot slip between the value check and the sleep.
 
+Signals reach a blocked thread as on Linux. The scheduler picks the thread that takes each
+signal (tgkill's own, else the main thread unless it blocks it, else the first that does not:
+route_signals), and wakes it if it sleeps: a futex sleeper leaves its queue, and a worker's
+host call is ended by INTERRUPT_SIGNAL, sent to that worker alone (it is the one signal a
+worker does not block; its host handler does nothing, but has no SA_RESTART, so the host kernel
+ends the call with EINTR). The signal may land just before the worker enters its call, where it
+ends nothing: the scheduler sends it again every KICK_INTERVAL while the thread still sleeps and
+its signal is still pending. What an interrupted call returns (EINTR or a restart, SA_RESTART)
+is decided when its thread is back on the CPU, with that thread's registers, mask and signals.
+
 A program that never calls clone() pays nothing: no slicing, no worker, no switch.
 """
 
 from __future__ import annotations
 
+import errno
+import signal
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qemuser.syscalls.sigstate import (
+    DEFAULT_IGNORE,
+    INTERRUPT_SIGNAL,
+    SA_RESTART,
+    SIG_DFL,
+    SIG_IGN,
+    PendingSignal,
+    bit,
+)
+
 if TYPE_CHECKING:
     from qemuser.syscalls.process import Process
+    from qemuser.syscalls.registry import SyscallDef
 
 # Instructions a thread runs before the scheduler looks again (~2 ms), once there are threads.
 # Slices are counted by the engine itself: stopping it from another host thread (uc_emu_stop,
 # as unicorn's own timeout does) was seen to corrupt the next thread's start now and then.
 SLICE_INSTRUCTIONS = 200_000
+
+# How often a sleeping thread's worker is signalled again while its signal is still pending
+# (the first one may have arrived just before the host call began).
+KICK_INTERVAL = 0.01
 
 # Calls that may sleep in the host: run on the calling guest thread's own host thread.
 OFFLOADED = frozenset(
@@ -85,6 +112,13 @@ class GuestThread:
     deadline: float | None = None  # futex timeout (monotonic)
     worker: Worker | None = None
     name: bytes = b""
+    # a call a signal cut short, to finish when the thread runs again: (its definition and
+    # arguments) for a worker's call, (None, (timed,)) for a futex wait
+    interrupted: tuple[SyscallDef | None, tuple[int, ...]] | None = None
+
+
+def _interrupt_only(_signo: int, _frame: object) -> None:
+    """INTERRUPT_SIGNAL's handler: its work is done by the kernel, which ended the call."""
 
 
 class Worker:
@@ -97,6 +131,8 @@ class Worker:
         self.thread = thread
         self.jobs: queue.Queue[tuple[int, tuple[int, ...]] | None] = queue.Queue()
         self.native_id = 0
+        self.in_call = False  # running a job: INTERRUPT_SIGNAL may be sent (under cond)
+        self.kicked_at: float | None = None
         started = threading.Event()
         self.host = threading.Thread(
             target=self._loop, args=(started,), daemon=True, name="qemuser-guest-thread"
@@ -108,9 +144,13 @@ class Worker:
         from qemuser.syscalls.sigstate import keep_signals_for_the_main_thread
 
         keep_signals_for_the_main_thread()
+        # Never blocked here: outside a call it is sent only while in_call, so it cannot be
+        # left pending to cut a later call short.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {INTERRUPT_SIGNAL})
         self.native_id = threading.get_native_id()
         started.set()
-        proc = self.scheduler.proc
+        scheduler = self.scheduler
+        proc = scheduler.proc
         while True:
             job = self.jobs.get()
             if job is None:
@@ -118,9 +158,14 @@ class Worker:
             nr, raw = job
             thread = self.thread
             assert thread is not None
-            self.scheduler.local.thread = thread
+            scheduler.local.thread = thread
+            with scheduler.cond:
+                self.in_call = True
+                self.kicked_at = None
+                if proc.signals.pending:
+                    scheduler.cond.notify_all()  # a signal for this thread can now end its call
             result = proc.dispatch(nr, raw)
-            self.scheduler.finish_blocking(thread, result)
+            scheduler.finish_blocking(thread, result)
 
     def stop(self) -> None:
         self.jobs.put(None)
@@ -136,6 +181,7 @@ class Scheduler:
         self.local = threading.local()
         self.multi = False
         self.waiters: dict[int, list[GuestThread]] = {}
+        self.main_tid = main_tid
 
     # ---- who is running ----------------------------------------------------------------------
 
@@ -158,6 +204,9 @@ class Scheduler:
             self.multi = True
             # the main thread gets its worker too, now that blocking matters
             self.current.worker = Worker(self, self.current)
+            signal.signal(INTERRUPT_SIGNAL, _interrupt_only)
+            self.proc.signals.current_tid = self.current.tid
+            self.proc.signals.waker = self._wake
         with self.cond:
             self.ready.append(thread)
         return thread
@@ -174,6 +223,13 @@ class Scheduler:
         self.waiters.clear()
         self.multi = False
         self.current.worker = None
+        signals = self.proc.signals
+        signals.current_tid = 0
+        signals.waker = None
+        with signals.lock:  # a child starts with no signal pending for another thread
+            signals.pending = [p for p in signals.pending if p.thread == 0]
+            for p in signals.pending:
+                p.target = 0
 
     # ---- blocking ----------------------------------------------------------------------------
 
@@ -184,8 +240,19 @@ class Scheduler:
         assert thread.worker is not None
         thread.worker.jobs.put((nr, raw))
 
+    def on_worker(self) -> bool:
+        """Whether this host thread is a worker (the engine runs on the main one)."""
+        return getattr(self.local, "thread", None) is not None
+
+    def note_interrupted(self, sysdef: SyscallDef, raw: tuple[int, ...]) -> None:
+        """A signal ended a worker's host call: decide EINTR or restart when its thread runs
+        again (the registers to rewind are then that thread's)."""
+        self.local.thread.interrupted = (sysdef, raw)
+
     def finish_blocking(self, thread: GuestThread, result: int | None) -> None:
         with self.cond:
+            if thread.worker is not None:
+                thread.worker.in_call = False
             thread.result = result
             if thread.state == "blocked":
                 thread.state = "runnable"
@@ -196,6 +263,7 @@ class Scheduler:
     # ---- futexes -----------------------------------------------------------------------------
 
     def futex_wait(self, address: int, bitset: int, deadline: float | None) -> None:
+        """Queue the current thread on a futex (the caller has checked the word)."""
         thread = self.current
         thread.state = "blocked"
         thread.futex_address = address
@@ -242,8 +310,6 @@ class Scheduler:
 
     def _expire_timeouts(self) -> float | None:
         """Wake futex waiters whose time is up; the next deadline, if any."""
-        import errno
-
         now = time.monotonic()
         nearest = None
         for address, queue_ in list(self.waiters.items()):
@@ -259,18 +325,118 @@ class Scheduler:
                 self.waiters.pop(address, None)
         return nearest
 
-    def interrupt_futex_waiters(self) -> bool:
-        """A signal arrived while every thread sleeps: a futex sleeper takes it (EINTR)."""
-        import errno
+    # ---- signals -------------------------------------------------------------------------
 
-        for address, queue_ in list(self.waiters.items()):
-            if queue_:
-                thread = queue_.pop(0)
-                if not queue_:
-                    self.waiters.pop(address, None)
-                self._make_ready(thread, -errno.EINTR)
-                return True
-        return False
+    def _wake(self) -> None:
+        """A signal became pending: the engine's host thread, if it waits, looks at it now."""
+        with self.cond:
+            self.cond.notify_all()
+
+    def mask_of(self, thread: GuestThread) -> int:
+        return self.proc.signals.mask if thread is self.current else thread.sigmask
+
+    def _takes(self, thread: GuestThread | None, signo: int) -> bool:
+        return (
+            thread is not None
+            and thread.state != "exited"
+            and not self.mask_of(thread) & bit(signo)
+        )
+
+    def _choose_target(self, signo: int) -> GuestThread | None:
+        """Linux's complete_signal: the main thread unless it blocks the signal, else the
+        first thread that does not."""
+        main = self.threads.get(self.main_tid)
+        if self._takes(main, signo):
+            return main
+        for thread in self.threads.values():
+            if self._takes(thread, signo):
+                return thread
+        return None
+
+    def route_signals(self) -> None:
+        """Give each pending signal a thread to take it, and wake that thread if it sleeps."""
+        proc = self.proc
+        signals = proc.signals
+        to_wake: list[GuestThread] = []
+        with signals.lock:
+            for p in list(signals.pending):
+                if p.thread:
+                    target = self.threads.get(p.thread)
+                    if target is None or target.state == "exited":
+                        signals.pending.remove(p)  # its thread is gone, and the signal too
+                        continue
+                    if self.mask_of(target) & bit(p.signo):
+                        continue
+                else:
+                    target = self.threads.get(p.target) if p.target else None
+                    if not self._takes(target, p.signo):
+                        target = self._choose_target(p.signo)
+                        p.target = target.tid if target is not None else 0
+                    if target is None:
+                        continue
+                if self._ignored(p):
+                    continue
+                if target.state == "blocked" and target not in to_wake:
+                    to_wake.append(target)
+        for thread in to_wake:
+            self._interrupt(thread)
+
+    def _ignored(self, pending: PendingSignal) -> bool:
+        """A signal that does nothing when taken: Linux does not wake a thread for it."""
+        handler = self.proc.signals.action(pending.signo).handler
+        return handler == SIG_IGN or (handler == SIG_DFL and pending.signo in DEFAULT_IGNORE)
+
+    def _interrupt(self, thread: GuestThread) -> None:
+        """End a sleeping thread's wait: its futex wait, or its worker's host call."""
+        queue_ = self.waiters.get(thread.futex_address)
+        if queue_ and thread in queue_:
+            queue_.remove(thread)
+            if not queue_:
+                self.waiters.pop(thread.futex_address, None)
+            thread.interrupted = (None, (int(thread.deadline is not None),))
+            with self.cond:
+                thread.deadline = None
+                thread.result = None
+                thread.state = "runnable"
+                if thread not in self.ready:
+                    self.ready.append(thread)
+            return
+        worker = thread.worker
+        if worker is None:
+            return
+        with self.cond:
+            now = time.monotonic()
+            if worker.in_call and (
+                worker.kicked_at is None or now - worker.kicked_at >= KICK_INTERVAL
+            ):
+                worker.kicked_at = now
+                signal.pthread_kill(worker.host.ident or 0, INTERRUPT_SIGNAL)
+
+    def _finish_interrupted(self, thread: GuestThread) -> None:
+        """On the CPU again after a signal ended its call: EINTR, or back to the trap
+        instruction to make the call again (SA_RESTART, or no handler runs)."""
+        assert thread.interrupted is not None
+        sysdef, raw = thread.interrupted
+        thread.interrupted = None
+        proc = self.proc
+        if sysdef is not None:
+            result = proc._interrupted(sysdef, raw)
+            if result is not None:
+                proc.write_result(result)
+            return
+        # futex wait (kernel/futex/waitwake.c, futex_wait): -ERESTARTSYS without a timeout,
+        # restarted under SA_RESTART or when no handler runs; with one, a restart block, which
+        # a handler always turns into EINTR.
+        timed = bool(raw[0])
+        taken = proc.signals.next_for(thread.tid, proc.signals.mask)
+        action = proc.signals.action(taken.signo) if taken is not None else None
+        handled = action is not None and action.handler not in (SIG_DFL, SIG_IGN)
+        if handled and (timed or not action.flags & SA_RESTART):
+            proc.write_result(-errno.EINTR)
+            return
+        # the wait wrote no register: x0/a0 still holds the futex address
+        pc = proc.uc.reg_read(proc.spec.pc)
+        proc.uc.reg_write(proc.spec.pc, pc - proc.spec.syscall.insn_size)
 
     # ---- switching ---------------------------------------------------------------------------
 
@@ -279,6 +445,8 @@ class Scheduler:
         proc = self.proc
         uc = proc.uc
         current = self.current
+        if proc.signals.pending:
+            self.route_signals()
         with self.cond:
             if current.state == "runnable" and not self.ready:
                 return True
@@ -300,15 +468,20 @@ class Scheduler:
                     return False
                 timeout = None if nearest is None else max(nearest - time.monotonic(), 0)
                 self.cond.wait(0.05 if timeout is None else min(timeout, 0.05))
-            if proc.signals.pending and not self.ready:
-                self.interrupt_futex_waiters()
+            if proc.signals.pending:
+                self.route_signals()
         self.current = chosen
         if chosen is not current:
             uc.context_restore(chosen.context)
         chosen.context = None
         proc.signals.mask = chosen.sigmask
+        proc.signals.current_tid = chosen.tid
         proc.signals.alt_stack = chosen.alt_stack
         if chosen.result is not None:
             proc.write_result(chosen.result)
             chosen.result = None
+        if chosen.interrupted is not None:
+            self._finish_interrupted(chosen)
+        if proc.signals.pending:
+            self.route_signals()  # signals for the chosen thread may now have other takers
         return True

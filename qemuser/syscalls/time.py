@@ -72,8 +72,10 @@ def write_timespec(proc: Process, addr: int, ns: int) -> None:
 def signal_ends_wait(proc: Process) -> bool:
     """Whether a pending signal ends an interruptible wait, as in Linux: one the guest does
     not block and that does something (a handler, or a default action other than ignore)."""
-    for pending in list(proc.signals.pending):
-        if proc.signals.mask & bit(pending.signo):
+    thread = proc.sched.running()  # on a worker, its own thread
+    mask = proc.sched.mask_of(thread)
+    for pending in proc.signals.for_thread(thread.tid):
+        if mask & bit(pending.signo):
             continue
         handler = proc.signals.action(pending.signo).handler
         if handler == SIG_IGN or (handler == SIG_DFL and pending.signo in DEFAULT_IGNORE):

@@ -284,3 +284,16 @@ def test_device_tree_lists_every_slot() -> None:
     assert soc.children[0].name == "virtio_mmio@10008000"
     assert soc.children[0].props["interrupts"] == [8]
     assert soc.children[0].props["interrupt-parent"] == 9
+
+
+def test_snapshot_overlay_keeps_the_image_unchanged(tmp_path: Path) -> None:
+    backend = v.BlockBackend(str(disk(tmp_path, sectors=4).path), snapshot=True)
+    before = Path(backend.path).read_bytes()
+    backend.write(512 + 100, b"x" * 600)  # straddles sectors 1 and 2
+    backend.flush()
+    assert backend.read(512, 1024) == (
+        bytes([1]) * 100 + b"x" * 412 + b"x" * 188 + bytes([2]) * (512 - 188)
+    )
+    assert backend.read(0, 512) == bytes([0]) * 512  # untouched sectors read through
+    assert backend.read(612, 10) == b"x" * 10  # a read inside an overlaid sector
+    assert Path(backend.path).read_bytes() == before

@@ -238,3 +238,20 @@ def test_debian_u_boot_finds_the_virtio_disk(
         "... is now current device",
         "** No partition table - virtio 0 **",
     ]
+
+
+def test_snapshot_writes_stay_in_memory(tmp_path: Path) -> None:
+    # -snapshot: the guest sees its own write (read back), the image file is not changed.
+    elf = fixture("virtio-blk-aarch64.elf")
+    disk = tmp_path / "disk.img"
+    before = make_disk(disk)
+    result = run_system(
+        "aarch64",
+        *("-M", "virt", "-nographic", "-snapshot", "-kernel", str(elf)),
+        *("-device", "virtio-rng-device"),
+        *("-drive", f"file={disk},format=raw,if=none,id=d0"),
+        *("-device", "virtio-blk-device,drive=d0"),
+    )
+    assert result.stdout.splitlines() == expected_lines("aarch64", read_only=False, serial="")
+    assert result.returncode == 0
+    assert disk.read_bytes() == before
