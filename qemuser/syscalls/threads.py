@@ -223,6 +223,7 @@ class Scheduler:
         self.waiters.clear()
         self.multi = False
         self.current.worker = None
+        self.main_tid = self.current.tid
         signals = self.proc.signals
         signals.current_tid = 0
         signals.waker = None

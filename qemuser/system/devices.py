@@ -565,8 +565,14 @@ class GicV2(Device):
         """An interrupt the CPU should take now (IRQ line asserted)."""
         if not (self.dist_on and self.cpu_on):
             return False
+        # Asked on every slice and every DAIF write: the common "nothing pending" is set
+        # arithmetic only, no sorting.
+        waiting = ((self.level | self.soft_pending) & self.enabled) - self.active
+        if not waiting:
+            return False
         running = min((self.priority.get(i, 0) for i in self.active), default=0x100)
-        return any(self.priority.get(i, 0) < min(self.pmr, running) for i in self._candidates())
+        threshold = min(self.pmr, running)
+        return any(self.priority.get(i, 0) < threshold for i in waiting)
 
     def read(self, offset: int, size: int) -> int:
         return self._dist_read(offset, size)
