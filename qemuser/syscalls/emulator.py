@@ -9,7 +9,6 @@ import sys
 
 from qemuser.syscalls import handlers  # noqa: F401  (fills the registry)
 from qemuser.syscalls.config import RunConfig
-from qemuser.syscalls.lifecycle import close_on_exec_fds
 from qemuser.syscalls.process import ExecRequest, ExitState, Process
 
 SIGNAL_DESCRIPTIONS = {sig: signal.strsignal(sig) or sig.name for sig in signal.Signals}
@@ -53,6 +52,8 @@ def run(config: RunConfig) -> int:
             # execve of a foreign program: same host process, same pid, a new engine.
             if proc.debugger is not None:
                 proc.debugger.disconnect()  # as the host's close-on-exec does to qemu's socket
+            from qemuser.syscalls.lifecycle import close_on_exec_fds  # imported by execve
+
             close_on_exec_fds(proc.host_fd_reserved)
             config = request.config
             previous = proc

@@ -632,9 +632,14 @@ class GdbStub:
             self._watcher_stop_read, self._watcher_stop_write = os.pipe2(os.O_CLOEXEC)
             assert self.proc is not None
             self.proc.host_fd_reserved.update((self._watcher_stop_read, self._watcher_stop_write))
-        sock = self.conn.sock
-        stop_read = self._watcher_stop_read
         conn = self.conn
+        if any(isinstance(event, Interrupt) for event in conn.pending):
+            # Ctrl-C came with the resume packet, before the thread could see it
+            conn.pending = [e for e in conn.pending if not isinstance(e, Interrupt)]
+            self._interrupted.set()
+            return
+        sock = conn.sock
+        stop_read = self._watcher_stop_read
 
         def watch() -> None:
             from qemuser.syscalls.sigstate import keep_signals_for_the_main_thread

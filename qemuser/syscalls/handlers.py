@@ -1,17 +1,8 @@
-"""Imports every handler module so that their declarations fill the registry."""
+"""Imports the handler modules every program needs from its first instructions, so that their
+declarations fill the registry; the others come with the guest's first call of one of theirs
+(qemuser.syscalls.deferred)."""
 
-from qemuser.syscalls import (  # noqa: F401
-    events,
-    fs,
-    futex,
-    ioctl,
-    lifecycle,
-    misc,
-    mm,
-    net,
-    poll,
-    proc,
-    signal,
-    time,
-    timers,
-)
+from qemuser.syscalls.deferred import EAGER_MODULES, import_module
+
+for _module in EAGER_MODULES:
+    import_module(_module)

@@ -54,12 +54,12 @@ from qemuser.loader.stack import (
 )
 from qemuser.syscalls.abi.fcntl import OpenFlagCodec
 from qemuser.syscalls.config import RunConfig
+from qemuser.syscalls.deferred import Deferred, table_entry
 from qemuser.syscalls.linux import LINUX_ARCHES, LinuxArch, emulate_riscv_time_read, hwcaps
 from qemuser.syscalls.numbers import numbers_for
 from qemuser.syscalls.preempt import TICKER
 from qemuser.syscalls.registry import (
     MASK64,
-    REGISTRY,
     SyscallDef,
     format_call,
     format_taken_signal,
@@ -241,7 +241,12 @@ class Process:
         self.stops_between_blocks = self.exit_checks.skip()
         self.mem = AddressSpace(self.uc, self.spec.page_size, self.linux.mmap_top)
         numbers = numbers_for(self.spec.name)
-        self.table = {nr: REGISTRY[name] for name, nr in numbers.items() if name in REGISTRY}
+        # number -> declaration, or a Deferred whose module dispatch imports on its first call
+        self.table: dict[int, SyscallDef | Deferred] = {}
+        for name, nr in numbers.items():
+            entry = table_entry(name)
+            if entry is not None:
+                self.table[nr] = entry
         self.names_by_number = {nr: name for name, nr in numbers.items()}
         self.pid = os.getpid()
         self._sys = self.spec.syscall
@@ -871,6 +876,8 @@ class Process:
         if sysdef is None:
             self._report_unknown(nr, raw)
             return -errno.ENOSYS
+        if sysdef.pending:  # the guest's first call of it: import its handler module
+            sysdef = self.table[nr] = sysdef.resolve()
         strace = self.config.strace
         if strace and sysdef.ret == "none":
             self.log_line(format_call(self, sysdef, raw, None))

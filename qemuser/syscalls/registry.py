@@ -302,6 +302,7 @@ class SyscallDef:
     ret: str = Ret.INT
     # handler(proc, *decoded args) from the raw argument registers (what dispatch calls)
     call: Callable[[Process, tuple[int, ...]], int] = field(init=False, repr=False, compare=False)
+    pending = False  # a declaration, not a deferred.Deferred still to be imported
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "call", _caller(self.handler, self.args))

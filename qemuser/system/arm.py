@@ -217,7 +217,6 @@ class ArmCore:
         self.fault = fault
         self.timers = {PPI_VIRT_TIMER: GenericTimer(), PPI_PHYS_TIMER: GenericTimer()}
         self.syndromes = SyndromeReader(uc, new_engine)
-        self.stop_requested = False  # an MSR DAIF unmasked a pending IRQ: end the slice
         self._wfi_word = (ctypes.c_uint32 * 1)()
         self._hooks: list[object] = []  # ctypes callbacks must live as long as the engine
         self._add_msr_hook()
@@ -263,7 +262,6 @@ class ArmCore:
                 return 0
             if cp.crn == 4 and cp.crm == 2 and cp.op2 == 1:  # DAIF: does it unmask a pending IRQ?
                 if not self.regs.read(reg) & PSTATE_I and self._irq_pending():
-                    self.stop_requested = True
                     self.uc.emu_stop()
                 return 0
             if cp.crn != 14 or cp.crm not in _TIMER_CRM or cp.op2 > CVAL:
@@ -324,7 +322,6 @@ class ArmCore:
 
     def poll(self) -> None:
         """Raise timer lines and take a pending IRQ if PSTATE.I allows it."""
-        self.stop_requested = False
         if self.gic is None:
             return
         self.update_timers()

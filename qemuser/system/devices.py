@@ -151,7 +151,9 @@ class Pl011(Device):
         0x34,
     )
     IMSC, RIS, MIS, ICR = 0x38, 0x3C, 0x40, 0x44
-    FR_RXFE, FR_TXFE = 1 << 4, 1 << 7
+    FR_RXFE, FR_RXFF, FR_TXFE = 1 << 4, 1 << 6, 1 << 7
+    LCR_H_FEN = 1 << 4  # FIFOs on: 16 bytes deep; off: a one-byte holding register
+    FIFO_DEPTH = 16
     INT_RX, INT_TX, INT_RT = 1 << 4, 1 << 5, 1 << 6
 
     def feed_input(self, data: bytes) -> None:
@@ -174,7 +176,13 @@ class Pl011(Device):
             self._update()
             return value
         if offset == self.FR:
-            return self.FR_TXFE | (0 if self.rx.queue else self.FR_RXFE)
+            # Typed bytes wait in `rx` however many there are; the guest sees the FIFO as full
+            # once a FIFO's worth is waiting (the transmitter is always empty: we send at once).
+            depth = self.FIFO_DEPTH if self.lcr_h & self.LCR_H_FEN else 1
+            waiting = len(self.rx.queue)
+            if not waiting:
+                return self.FR_TXFE | self.FR_RXFE
+            return self.FR_TXFE | (self.FR_RXFF if waiting >= depth else 0)
         if 0xFE0 <= offset < 0x1000:
             return self._IDS[(offset - 0xFE0) // 4]
         regs = {

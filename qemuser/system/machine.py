@@ -38,6 +38,8 @@ from qemuser.system.virtio import DmaError
 MiB = 1 << 20
 SLICE = 200_000  # instructions per emu_start: bounds how late a pending event is noticed
 SHORT_SLICE = 1_000  # while an interrupt waits for the guest to unmask it
+# aarch64 sizes slices by the next timer deadline, between these bounds.
+SLICE_MIN, MAX_SLICE, NS_PER_INSN = 20_000, 2_000_000, 10
 IDLE_MAX_NS = 10_000_000  # longest single sleep in WFI (input and timers wake it earlier)
 # emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
 _NEVER = 0xFFFF_FFFF_FFFF_FFF0
@@ -418,6 +420,16 @@ class Machine:
                 self.arm.poll()
                 return
 
+    def _aarch64_slice(self) -> int:
+        """Instructions to run next: up to the next timer deadline (at an assumed ~100 M
+        instructions/s), so a timer fires about on time without slicing finely when idle-free.
+        An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI (msr daifclr,
+        which no hook sees), so look again soon."""
+        if self.arm.irq_masked():
+            return SHORT_SLICE
+        wait_ns = self.arm.ns_until_event(MAX_SLICE * NS_PER_INSN)
+        return max(SLICE_MIN, wait_ns // NS_PER_INSN)
+
     def run(self) -> int:
         """Run until the guest powers off; returns the exit status."""
         cpu = self.config.board.cpu
@@ -448,7 +460,7 @@ class Machine:
                     self._step_to_unmask()
                 # An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI
                 # (msr daifclr, which no hook sees), so look again soon rather than a slice on.
-                slice_count = SHORT_SLICE if self.arm.irq_masked() else SLICE
+                slice_count = self._aarch64_slice()
         self._flush_console()
         if self.fault:
             raise MachineError(self.fault)

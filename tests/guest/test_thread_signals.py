@@ -1,4 +1,4 @@
-"""Signals reach guest threads that all sleep in system calls (read, pthread_cond_wait), on the
+"""Signals reach guest threads that all sleep in system calls (read, waitpid, nanosleep, pthread_cond_wait), on the
 thread Linux would choose, and end or restart their calls as Linux would.
 
 The expected lines are those of the same source built for x86_64 and run on the host."""
@@ -21,6 +21,9 @@ BEFORE_READY = [
     b"C: thread 2 read -1 EINTR, handler on it 1\n",
     b"D: handler wrote 'h'\n",
     b"D: thread 3 back from pthread_cond_wait with flag 1, handler ran on it 1\n",
+    b"G: main waitpid -1 EINTR\n",
+    b"G: thread 1 nanosleep -1 EINTR, time left 1\n",
+    b"G: child 1 exited 7\n",
     b"ready\n",
 ]
 

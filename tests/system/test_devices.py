@@ -32,6 +32,19 @@ def test_pl011_receive_raises_and_clears_irq() -> None:
     assert host.irqs[1] is False
 
 
+def test_pl011_receive_fifo_flags() -> None:
+    uart, _ = attached(Pl011(base=0, irq=1))
+    uart.write(Pl011.LCR_H, 4, Pl011.LCR_H_FEN)
+    uart.feed_input(bytes(range(20)))
+    assert uart.read(Pl011.FR, 4) == Pl011.FR_TXFE | Pl011.FR_RXFF
+    assert [uart.read(Pl011.DR, 4) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert uart.read(Pl011.FR, 4) == Pl011.FR_TXFE  # 15 left: neither full nor empty
+    uart.write(Pl011.LCR_H, 4, 0)  # FIFOs off: one waiting byte fills the holding register
+    assert uart.read(Pl011.FR, 4) == Pl011.FR_TXFE | Pl011.FR_RXFF
+    assert [uart.read(Pl011.DR, 4) for _ in range(15)] == list(range(5, 20))
+    assert uart.read(Pl011.FR, 4) == Pl011.FR_TXFE | Pl011.FR_RXFE
+
+
 def test_ns16550_lsr_dlab_and_rx_interrupt() -> None:
     uart, host = attached(Ns16550(base=0x1000_0000, irq=10))
     uart.write(0, 1, ord("z"))
