@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything qemuser needs on a Debian 12 machine (run as root, or with sudo available):
 # Debian's cross compilers (to build the guest test programs), Debian's qemu-user (a reference
-# for tests and benchmarks only), a Python venv with qemuser installed, the built fixtures, and a
-# root of real Debian arm64 packages (busybox-static, python3.11) in cache/ for tests/real.
+# for tests and benchmarks only), gdb-multiarch (the debugger the -g tests drive), a Python venv
+# with qemuser installed, the built fixtures, and a root of real Debian arm64 packages
+# (busybox-static, python3.11) in cache/ for tests/real.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,7 +19,7 @@ APT_PACKAGES=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-riscv64-linux-gnu g++-riscv64-linux-gnu libc6-dev-riscv64-cross
     qemu-user make python3 python3-venv ca-certificates time
-    gcc libc6-dev util-linux
+    gcc libc6-dev util-linux gdb-multiarch
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -50,6 +51,9 @@ if ! .venv/bin/python -c 'import qemuser, unicorn, elftools, capstone, click, py
     .venv/bin/pip install -q -e '.[test]'
     touch .venv/.qemuser-installed
 fi
+# Byte-compile qemuser now: where PYTHONDONTWRITEBYTECODE is set, every start would otherwise
+# compile our modules again (~2x the start-up of a small program). Cheap when already current.
+.venv/bin/python -m compileall -q qemuser
 
 make -s -C tests/fixtures -j"$(nproc)"
 # Bare-metal guests for system mode (their own Makefile: other compiler flags, no libc).

@@ -185,6 +185,8 @@ def _show_version(s: Settings, _value: str) -> None:
 # __eq__/__hash__ (dataclass methods are compiled at import, ~0.3 ms each).
 @dataclass(frozen=True, eq=False)
 class Option:
+    """One command-line option and the qemu-user environment variable that does the same."""
+
     flag: str
     env: str | None  # qemu-user's environment variable for the same thing
     metavar: str | None  # None: the option takes no value

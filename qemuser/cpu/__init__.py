@@ -35,6 +35,8 @@ class CpuModel:
 
 @dataclass(frozen=True, eq=False)
 class CpuSpec:
+    """An architecture as unicorn runs it: engine mode, models, registers, the trap of a call."""
+
     name: str
     elf_machine: int
     uc_arch: int

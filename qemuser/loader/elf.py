@@ -99,6 +99,8 @@ class ElfInfo:
 
 @dataclass(frozen=True, eq=False)
 class LoadedImage:
+    """An ELF file placed in guest memory."""
+
     info: ElfInfo
     base: int  # load bias (0 for ET_EXEC)
     entry: int  # biased entry point

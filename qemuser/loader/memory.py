@@ -137,8 +137,11 @@ class GuestFault(Exception):
         self.mapped = mapped  # True: protection (SEGV_ACCERR); False: nothing there (SEGV_MAPERR)
 
 
-@dataclass
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(eq=False)
 class Mapping:
+    """One guest mapping, as /proc/self/maps shows it."""
+
     start: int
     end: int
     prot: int
@@ -161,7 +164,7 @@ class Mapping:
         return self.end - self.start
 
 
-@dataclass
+@dataclass(eq=False)
 class HostPages:
     """Host memory lent to unicorn for guest [start, end): guest address a is host address
     host + (a - start). One record per `mem_map_ptr` call, cut as the guest unmaps parts."""
@@ -179,8 +182,10 @@ def _release_host_pages(table: list[HostPages]) -> None:
     table.clear()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LastFault:
+    """The guest access that faulted last: what a SIGSEGV's siginfo reports."""
+
     address: int
     access: int
     mapped: bool

@@ -69,6 +69,8 @@ PLACEHOLDER_PLATFORM = -3
 # __eq__/__hash__ (dataclass methods are compiled at import, ~0.3 ms each).
 @dataclass(frozen=True, eq=False)
 class InitialStack:
+    """Where build_stack put the guest's argv, envp and auxv."""
+
     sp: int
     argv_addr: int
     envp_addr: int

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 DEFAULT_STACK_SIZE = 8 * 1024 * 1024  # qemu-user's default guest stack
 
 
-@dataclass
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(eq=False)
 class RunConfig:
+    """One program to run and how: what the options and the environment asked for."""
+
     arch: str  # a key of qemuser.cpu.CPUS
     program: str  # host path of the guest ELF (the file to load)
     argv: list[bytes]  # the guest's argv, argv[0] included

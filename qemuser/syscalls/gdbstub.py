@@ -6,22 +6,29 @@ instruction (the ELF interpreter's entry for a dynamic program) and waits for GD
 socket to listen on. The stub then serves the protocol (GDB manual, "Remote Protocol"):
 registers through a target description (qXfer:features:read), memory, continue and single
 step (also through vCont), software breakpoints, watchpoints, the auxiliary vector (so that
-GDB finds the dynamic loader and the load address of a PIE), kill and detach. Signals the
-guest gets from its own faults are reported as stops first, as qemu does; GDB then passes
-them on (`C`/`vCont;C`) or drops them. Ctrl-C from GDB stops a running guest.
+GDB finds the dynamic loader and the load address of a PIE), the guest's files read-only through
+vFile (GDB's default sysroot "target:" then finds the libraries where the guest does, -L
+included; with multiprocess ids GDB also learns the program's name, so it needs no file), kill
+and detach. Every signal the
+guest is about to take (its own faults included) is reported as a stop first, as qemu does; GDB
+then passes it on (`C`/`vCont;C`) or drops it. Ctrl-C from GDB stops a running guest (seen
+between two slices of guest code: a guest blocked in a system call stops when the call returns).
 
 Breakpoints never touch guest memory: each is a unicorn code hook bounded to its one address,
 which stops the engine before the instruction there runs. Watchpoints are memory hooks bounded
-to the watched bytes. The guest is seen as one thread: a multi-threaded guest is reported
-through the thread that is running when it stops.
+to the watched bytes (accesses the guest's system calls make on its behalf are not seen). The
+guest is seen as one thread: a multi-threaded guest is reported through the thread that is
+running when it stops. A forked child and a program the guest execs run undebugged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -38,12 +45,15 @@ from unicorn import (
     arm64_const,
     riscv_const,
 )
+from unicorn.unicorn import UcContext
+from unicorn.unicorn_const import UC_MEM_WRITE
 
 from qemuser.loader.elf import LoadError
 from qemuser.loader.memory import GuestFault
 
 if TYPE_CHECKING:
     from qemuser.syscalls.process import ExitState, FatalSignal, Process
+    from qemuser.syscalls.sigstate import PendingSignal
 
 PACKET_SIZE = 0x4000  # the largest packet we accept; advertised in qSupported
 # While GDB is attached the guest runs in counted slices, so that Ctrl-C is seen at the end of
@@ -55,6 +65,38 @@ ESCAPED = b"#$}*"  # bytes a packet body escapes as '}' then the byte xor 0x20
 ENOENT_REPLY = b"E02"
 EFAULT_REPLY = b"E0e"  # bad address (GDB prints "Cannot access memory")
 EINVAL_REPLY = b"E16"
+
+
+# vFile's own constants (GDB manual, "File-I/O Remote Protocol Extension"): open flags, errno
+# values, and struct stat as big-endian fixed-size fields.
+FILEIO_O_RDONLY = 0
+FILEIO_EBADF = 9
+FILEIO_EROFS = 30
+FILEIO_EUNKNOWN = 9999
+FILEIO_ERRNO = {
+    errno.EPERM: 1,
+    errno.ENOENT: 2,
+    errno.EINTR: 4,
+    errno.EBADF: 9,
+    errno.EACCES: 13,
+    errno.EFAULT: 14,
+    errno.EBUSY: 16,
+    errno.EEXIST: 17,
+    errno.ENODEV: 19,
+    errno.ENOTDIR: 20,
+    errno.EISDIR: 21,
+    errno.EINVAL: 22,
+    errno.ENFILE: 23,
+    errno.EMFILE: 24,
+    errno.EFBIG: 27,
+    errno.ENOSPC: 28,
+    errno.ESPIPE: 29,
+    errno.EROFS: 30,
+    errno.ENAMETOOLONG: 91,
+}
+# st_dev, st_ino, st_mode, st_nlink, st_uid, st_gid, st_rdev, st_size, st_blksize, st_blocks,
+# st_atime, st_mtime, st_ctime
+FILEIO_STAT = struct.Struct(">IIIIIIIQQQIII")
 
 
 class GdbStubError(LoadError):
@@ -449,8 +491,9 @@ class Resume:
 
 class GdbStub:
     """The debugger's side of one guest process. The run loop calls `attach` before the first
-    instruction, `on_signal` when the guest faults, `after_slice` after each engine run and
-    `on_exit` at the end; `stepping` says whether the next engine run is one instruction."""
+    instruction, `on_signal` when the guest faults, `on_delivery` before it takes a signal,
+    `after_slice` after each engine run and `on_exit` at the end; `slice_instructions` bounds
+    its next engine run (one instruction when GDB steps)."""
 
     def __init__(self, listener: socket.socket, where: str) -> None:
         self.listener = listener
@@ -461,10 +504,12 @@ class GdbStub:
         self.stepping = False
         self.breakpoints: dict[int, int] = {}  # guest address -> unicorn hook handle
         self.watchpoints: dict[tuple[int, int, int], int] = {}  # (kind, address, length) -> hook
-        self.last_stop = b"S05"
+        self.last_signal = signal.SIGTRAP  # why the guest stopped last (GDB's '?')
         self._skip_at: int | None = None  # a breakpoint to pass over once, when resuming at it
         self._hit_breakpoint = False
         self._watch_hit: tuple[int, int] | None = None  # (kind, address)
+        self._watch_context: UcContext | None = None  # the CPU before the watched instruction
+        self._watch_old_bytes: tuple[int, bytes] | None = None  # what it overwrote
         self._fresh_resume = False
         self._interrupted = threading.Event()  # Ctrl-C came while the guest ran
         self._watcher: threading.Thread | None = None
@@ -472,14 +517,12 @@ class GdbStub:
         self._watcher_stop_write = -1
         self._fault: FatalSignal | None = None
         self._exact_stops: AbstractContextManager[None] | None = None
+        self._host_files: set[int] = set()  # host fds GDB opened through vFile
+        self.multiprocess = False  # GDB asked for p<pid>.<tid> thread ids
 
     @classmethod
     def open(cls, where: str) -> GdbStub:
         return cls(open_listener(where), where)
-
-    @property
-    def connected(self) -> bool:
-        return self.conn is not None
 
     @property
     def slice_instructions(self) -> int:
@@ -508,7 +551,7 @@ class GdbStub:
         # long as GDB is attached.
         self._exact_stops = proc.exit_checks.exact_stops()
         self._exact_stops.__enter__()
-        self.last_stop = self._stop_reply(signal.SIGTRAP)
+        self.last_signal = signal.SIGTRAP
         self._resume_here(proc, self._serve_and_resume(proc))
 
     def on_signal(self, proc: Process, fatal: FatalSignal) -> FatalSignal | None:
@@ -519,13 +562,34 @@ class GdbStub:
         self._stop_watcher()
         self._fault = fatal
         self._hit_breakpoint = False
-        self.last_stop = self._stop_reply(fatal.signo)
-        self.conn.send(self.last_stop)
+        self.last_signal = fatal.signo
+        self.conn.send(self._stop_reply(fatal.signo))
         forced = self._serve_and_resume(proc)
         # the run loop forces the signal (which may move pc to a handler): the skip over a
         # breakpoint at the resume address is armed after that, in after_slice
         self._fresh_resume = True
         return forced
+
+    def on_delivery(self, proc: Process, pending: PendingSignal) -> PendingSignal | None:
+        """A signal the guest is about to take (qemu reports each one): GDB sees it first and
+        passes it on, or not. Returns the signal to deliver, or None."""
+        if self.conn is None:
+            return pending
+        self._stop_watcher()
+        self._fault = None
+        self._hit_breakpoint = False
+        self.last_signal = pending.signo
+        self.conn.send(self._stop_reply(pending.signo))
+        forced = self._serve_and_resume(proc)
+        self._fresh_resume = True  # the signal's frame may move pc: skip armed in after_slice
+        if self.conn is None:  # detached, or GDB went away: the guest takes its signal
+            return pending
+        if forced is None:  # GDB dropped it
+            return None
+        if forced.signo == pending.signo:
+            return pending
+        proc.force_signal(forced)  # GDB asked for another signal instead
+        return None
 
     def after_slice(self, proc: Process) -> None:
         """After one run of the engine: report a breakpoint, watchpoint, finished step or
@@ -538,14 +602,17 @@ class GdbStub:
             return
         if self._interrupted.is_set():
             signo = signal.SIGINT
-        elif self._hit_breakpoint or self._watch_hit is not None or self.stepping:
+        elif self._watch_hit is not None:
+            self._undo_watched_instruction(proc)
+            signo = signal.SIGTRAP
+        elif self._hit_breakpoint or self.stepping:
             signo = signal.SIGTRAP
         else:
             return
         self._stop_watcher()
         self._fault = None
-        self.last_stop = self._stop_reply(signo)
-        self.conn.send(self.last_stop)
+        self.last_signal = signo
+        self.conn.send(self._stop_reply(signo))
         self._resume_here(proc, self._serve_and_resume(proc))
 
     def _resume_here(self, proc: Process, forced: FatalSignal | None) -> None:
@@ -560,19 +627,22 @@ class GdbStub:
             return
         self._stop_watcher()
         if state.signal is not None:
-            self.conn.send(b"X%02x" % gdb_signal(state.signal))
+            self.conn.send(b"X%02x" % gdb_signal(state.signal) + self._process_suffix())
         else:
-            self.conn.send(b"W%02x" % ((state.status or 0) & 0xFF))
+            self.conn.send(b"W%02x" % ((state.status or 0) & 0xFF) + self._process_suffix())
         self.disconnect()
+
+    def _process_suffix(self) -> bytes:
+        if self.multiprocess and self.proc is not None:
+            return b";process:%x" % self.proc.pid
+        return b""
 
     def forget_in_fork_child(self) -> None:
         """A forked guest child runs on undebugged (qemu-user does the same without
-        follow-fork): its copy of the connection and the breakpoints go."""
-        if self.conn is not None:
-            self.conn.sock.detach()  # the fd number may be reused: never close the parent's
-            self.conn = None
-        self._watcher = None
-        self._remove_all_points()
+        follow-fork): it drops its copy of the connection (the parent's stays open), the
+        breakpoints and the exact stops."""
+        self._watcher = None  # the parent's thread: not in this process
+        self.disconnect()
         if self.proc is not None:
             self.proc.debugger = None
 
@@ -614,12 +684,34 @@ class GdbStub:
         uc.emu_stop()
 
     def _on_watch(
-        self, uc: Uc, access: int, address: int, _size: int, _value: int, kind: object
+        self, uc: Uc, access: int, address: int, size: int, _value: int, kind: object
     ) -> None:
+        """A watched access, about to happen. A stop requested here lands after the access but
+        before the rest of its instruction (pc unchanged): `_undo_watched_instruction` then
+        returns to the state saved now."""
         assert isinstance(kind, int)
-        if self._watch_hit is None:
-            self._watch_hit = (kind, address)
+        if self._watch_hit is not None:
+            return
+        self._watch_hit = (kind, address)
+        self._watch_context = uc.context_save()
+        self._watch_old_bytes = None
+        if access == UC_MEM_WRITE:
+            self._watch_old_bytes = (address, bytes(uc.mem_read(address, size)))
         uc.emu_stop()
+
+    def _undo_watched_instruction(self, proc: Process) -> None:
+        """Back to the state before the watched instruction: its registers and the bytes it
+        stored. GDB takes aarch64 and riscv watchpoints to trigger before the access (its
+        `have_nonsteppable_watchpoint`): it steps over the instruction itself, with the
+        watchpoints out, and then looks at the value."""
+        if self._watch_context is None:
+            return
+        proc.uc.context_restore(self._watch_context)
+        self._watch_context = None
+        if self._watch_old_bytes is not None:
+            address, old = self._watch_old_bytes
+            proc.mem.write_init(address, old)
+            self._watch_old_bytes = None
 
     # ---- Ctrl-C while the guest runs -----------------------------------------------------------
 
@@ -693,14 +785,14 @@ class GdbStub:
                 self.disconnect()
                 return None
             if isinstance(event, Interrupt):
-                conn.send(self.last_stop)  # already stopped
+                conn.send(self._stop_reply(self.last_signal))  # already stopped
                 continue
             if isinstance(event, BadPacket):
                 continue
             payload = event.payload
             try:
                 outcome = self._handle(proc, payload)
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, UcError):  # a malformed packet, a bad register
                 outcome = EINVAL_REPLY
             if isinstance(outcome, Resume):
                 return outcome
@@ -721,18 +813,21 @@ class GdbStub:
 
     def _query(self, proc: Process, packet: bytes) -> bytes:
         if packet.startswith(b"qSupported"):
+            # multiprocess ids tell GDB the pid, which it needs to read the program's name
+            # (qXfer:exec-file) when it was given no file
+            self.multiprocess = b"multiprocess+" in packet
             return (
                 b"PacketSize=%x;qXfer:features:read+;qXfer:auxv:read+;qXfer:exec-file:read+;"
                 b"QStartNoAckMode+;vContSupported+" % PACKET_SIZE
-            )
+            ) + (b";multiprocess+" if self.multiprocess else b"")
         if packet.startswith(b"qXfer:"):
             return self._transfer(proc, packet)
         if packet == b"qAttached" or packet.startswith(b"qAttached:"):
             return b"1"  # as qemu: on quitting, GDB detaches and the guest runs on
         if packet == b"qC":
-            return b"QC%x" % THREAD_ID
+            return b"QC" + self._thread_id(proc)
         if packet == b"qfThreadInfo":
-            return b"m%x" % THREAD_ID
+            return b"m" + self._thread_id(proc)
         if packet == b"qsThreadInfo":
             return b"l"
         if packet.startswith(b"qSymbol"):
@@ -774,17 +869,18 @@ class GdbStub:
         stack = proc.stack
         if stack is None:
             return b""
-        size = (len(stack.auxv) + 1) * 16  # the pairs, then AT_NULL
+        size = len(stack.auxv) * 16  # the pairs, AT_NULL's included
         try:
             return proc.mem.read(stack.auxv_addr, size, check=False)
         except GuestFault:
             return b""
 
     def _stop_reason(self, _proc: Process, _packet: bytes) -> bytes:
-        return self.last_stop
+        return self._stop_reply(self.last_signal)
 
     def _stop_reply(self, signo: int) -> bytes:
-        reply = b"T%02xthread:%x;" % (gdb_signal(signo), THREAD_ID)
+        assert self.proc is not None
+        reply = b"T%02xthread:%s;" % (gdb_signal(signo), self._thread_id(self.proc))
         if self._watch_hit is not None and signo == signal.SIGTRAP:
             kind, address = self._watch_hit
             name = {2: b"watch", 3: b"rwatch", 4: b"awatch"}[kind]
@@ -837,6 +933,8 @@ class GdbStub:
 
     @staticmethod
     def _read_guest(proc: Process, address: int, length: int) -> bytes | None:
+        if not proc.mem.is_fully_mapped(address, address + length):
+            return None  # the engine maps more than the guest has (its own pages)
         try:
             return proc.mem.read(address, length)
         except GuestFault:
@@ -859,6 +957,8 @@ class GdbStub:
         data = bytes.fromhex(body.decode()) if packet[:1] == b"M" else body
         if len(data) != length:
             return EINVAL_REPLY
+        if not proc.mem.is_fully_mapped(address, address + length):
+            return EFAULT_REPLY
         try:
             proc.mem.write_init(address, data)  # GDB may patch read-only code pages
         except (GuestFault, UcError):
@@ -867,7 +967,7 @@ class GdbStub:
 
     # running
 
-    def _continue(self, _proc: Process, packet: bytes) -> Resume:
+    def _continue(self, proc: Process, packet: bytes) -> Resume:
         """c [addr], s [addr], C sig[;addr], S sig[;addr]."""
         command = packet[:1]
         rest = packet[1:]
@@ -875,9 +975,8 @@ class GdbStub:
         if command in (b"C", b"S"):
             sig_text, _, rest = rest.partition(b";")
             signo = GDB_TO_LINUX_SIGNAL.get(int(sig_text, 16), 0)
-        if rest:
-            assert self.proc is not None
-            self.proc.uc.reg_write(self.proc.spec.pc, int(rest, 16))
+        if rest:  # resume at another address
+            proc.uc.reg_write(proc.spec.pc, int(rest, 16))
         return Resume(step=command in (b"s", b"S"), signo=signo)
 
     def _v_command(self, proc: Process, packet: bytes) -> bytes | Resume | None:
@@ -886,7 +985,7 @@ class GdbStub:
         if packet.startswith(b"vCont;"):
             for action in packet[6:].split(b";"):
                 what, _, thread = action.partition(b":")
-                if thread and thread not in (b"-1", b"%x" % THREAD_ID, b"0"):
+                if thread and not self._is_ours(proc, thread):
                     continue
                 kind = what[:1]
                 if kind in (b"c", b"s"):
@@ -899,6 +998,68 @@ class GdbStub:
             assert self.conn is not None
             self.conn.send(b"OK")
             self._kill()
+        if packet.startswith(b"vFile:"):
+            return self._host_io(proc, packet[6:])
+        return b""
+
+    # files: GDB's default sysroot "target:" reads the guest's files (the program, its loader
+    # and libraries) through the stub, so that no `set sysroot` is needed
+
+    def _host_io(self, proc: Process, request: bytes) -> bytes:
+        """vFile:<operation>:<arguments>; replies F<result>[;<data>] or F-1,<errno>."""
+        operation, _, arguments = request.partition(b":")
+        args = arguments.split(b",")
+        try:
+            if operation == b"setfs":
+                return b"F0"  # one process, one file system view
+            if operation == b"open":
+                path = bytes.fromhex(args[0].decode())
+                if int(args[1], 16) & 3 != FILEIO_O_RDONLY:
+                    return b"F-1,%x" % FILEIO_EROFS  # reading is all GDB needs
+                fd = os.open(proc.host_path(path), os.O_RDONLY | os.O_CLOEXEC)
+                self._host_files.add(fd)
+                proc.host_fd_reserved.add(fd)
+                return b"F%x" % fd
+            if operation == b"pread":
+                fd, count, offset = (int(arg, 16) for arg in args[:3])
+                if fd not in self._host_files:
+                    return b"F-1,%x" % FILEIO_EBADF
+                data = os.pread(fd, min(count, PACKET_SIZE // 2), offset)
+                return b"F%x;" % len(data) + data
+            if operation == b"close":
+                fd = int(args[0], 16)
+                if fd not in self._host_files:
+                    return b"F-1,%x" % FILEIO_EBADF
+                self._host_files.discard(fd)
+                proc.host_fd_reserved.discard(fd)
+                os.close(fd)
+                return b"F0"
+            if operation == b"fstat":
+                fd = int(args[0], 16)
+                if fd not in self._host_files:
+                    return b"F-1,%x" % FILEIO_EBADF
+                info = os.fstat(fd)
+                packed = FILEIO_STAT.pack(
+                    info.st_dev & 0xFFFF_FFFF,
+                    info.st_ino & 0xFFFF_FFFF,
+                    info.st_mode,
+                    info.st_nlink,
+                    info.st_uid,
+                    info.st_gid,
+                    info.st_rdev & 0xFFFF_FFFF,
+                    info.st_size,
+                    info.st_blksize,
+                    info.st_blocks,
+                    int(info.st_atime) & 0xFFFF_FFFF,
+                    int(info.st_mtime) & 0xFFFF_FFFF,
+                    int(info.st_ctime) & 0xFFFF_FFFF,
+                )
+                return b"F%x;" % len(packed) + packed
+            if operation == b"readlink":
+                target = os.readlink(proc.host_path(bytes.fromhex(args[0].decode())))
+                return b"F%x;" % len(target) + target
+        except OSError as exc:
+            return b"F-1,%x" % FILEIO_ERRNO.get(exc.errno or 0, FILEIO_EUNKNOWN)
         return b""
 
     def _kill(self) -> None:
@@ -924,20 +1085,37 @@ class GdbStub:
         if self._exact_stops is not None:
             self._exact_stops.__exit__(None, None, None)
             self._exact_stops = None
+        for fd in self._host_files:  # files GDB left open
+            if self.proc is not None:
+                self.proc.host_fd_reserved.discard(fd)
+            os.close(fd)
+        self._host_files.clear()
         if self.conn is not None:
             if self.proc is not None:
                 self.proc.host_fd_reserved.discard(self.conn.sock.fileno())
             self.conn.close()
             self.conn = None
 
-    def _set_thread(self, _proc: Process, packet: bytes) -> bytes:
-        thread = packet[2:]
-        if thread in (b"-1", b"0", b"%x" % THREAD_ID):
-            return b"OK"
-        return ENOENT_REPLY
+    def _set_thread(self, proc: Process, packet: bytes) -> bytes:
+        return b"OK" if self._is_ours(proc, packet[2:]) else ENOENT_REPLY
 
-    def _thread_alive(self, _proc: Process, packet: bytes) -> bytes:
-        return b"OK" if int(packet[1:], 16) == THREAD_ID else ENOENT_REPLY
+    def _thread_alive(self, proc: Process, packet: bytes) -> bytes:
+        thread = packet[1:]
+        return b"OK" if self._is_ours(proc, thread) and b"-1" not in thread else ENOENT_REPLY
+
+    def _thread_id(self, proc: Process) -> bytes:
+        """The one thread: p<pid>.<pid> with multiprocess ids (the guest's pid), else 1."""
+        if self.multiprocess:
+            return b"p%x.%x" % (proc.pid, proc.pid)
+        return b"%x" % THREAD_ID
+
+    def _is_ours(self, proc: Process, thread: bytes) -> bool:
+        """Whether a thread id (or -1, all; 0, any) names our one thread."""
+        if thread.startswith(b"p"):
+            pid, _, tid = thread[1:].partition(b".")
+            ours = b"%x" % proc.pid
+            return pid in (b"-1", b"0", ours) and tid in (b"", b"-1", b"0", ours)
+        return thread in (b"-1", b"0", b"%x" % THREAD_ID)
 
     # breakpoints and watchpoints
 

@@ -17,8 +17,11 @@ from qemuser.cpu import CpuSpec
 from qemuser.syscalls.abi.sigframe import A64_RT_SIGFRAME_SIZE
 
 
-@dataclass(frozen=True)
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(frozen=True, eq=False)
 class LinuxArch:
+    """What Linux does differently per architecture: names, address-space limits."""
+
     uname_machine: str
     platform: bytes | None  # AT_PLATFORM (riscv64's kernel sets none)
     task_size: int  # the end of user space: mappings past it fail with ENOMEM

@@ -185,28 +185,39 @@ class ExecRequest(BaseException):
         self.config = config
 
 
-@dataclass
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(eq=False)
 class SignalFd:
+    """A guest signalfd: the pipe end that wakes its readers, and the signals it takes."""
+
     write_end: int
     mask: int
 
 
-@dataclass
+@dataclass(eq=False)
 class ExitState:
+    """How the guest ended, once it has."""
+
     status: int | None = None  # exit status
     signal: int | None = None  # killed by this signal
     core: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class FatalSignal:
+    """A signal the guest's own instruction raised (a fault, a trap), or one GDB forces."""
+
     signo: int
     code: int = 0
     address: int = 0
 
 
-@dataclass
+# repr=False too: a Process's repr would dump the engine, memory and tables, and compiling it
+# costs every start.
+@dataclass(eq=False, repr=False)
 class Process:
+    """One guest program in this host process: engine, memory, files, signals, threads."""
+
     config: RunConfig
     spec: CpuSpec = field(init=False)
     model: CpuModel = field(init=False)
@@ -661,6 +672,10 @@ class Process:
             pending = self.signals.take()
             if pending is None:
                 return
+            if self.debugger is not None:  # GDB sees the signal first and may drop it
+                pending = self.debugger.on_delivery(self, pending)
+                if pending is None:
+                    continue
             action = self.signals.action(pending.signo)
             if action.handler == SIG_IGN:
                 continue

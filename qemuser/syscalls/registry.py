@@ -294,8 +294,11 @@ def _caller(
     return lambda proc, raw: handler(proc, *[decoder(proc, raw[i]) for i, decoder in steps])
 
 
-@dataclass(frozen=True)
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(frozen=True, eq=False)
 class SyscallDef:
+    """One declared system call: its handler, argument kinds and result kind."""
+
     name: str
     handler: Callable[..., int]
     args: tuple[ArgKind, ...]

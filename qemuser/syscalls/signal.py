@@ -167,9 +167,16 @@ def rt_sigsuspend(proc: Process, mask_ptr: int, sigsetsize: int) -> int:
     mask = struct.unpack("<Q", proc.mem.read(mask_ptr, 8))[0] & ~UNBLOCKABLE
     old = proc.signals.mask
     proc.signals.mask = mask
-    _wait_for_signal(proc, None, None)
     # the handler runs with the temporary mask; sigreturn then restores the old one
     proc.restore_mask_after_handler = old
+    sched = proc.sched
+    if sched.multi and not sched.on_worker():
+        # the other threads run meanwhile: the scheduler wakes this one for a signal
+        proc.ensure_signal_bridge()  # host signals must reach the pending queue
+        sched.suspend()
+        proc.uc.emu_stop()
+        return None  # EINTR is written when the thread runs again
+    _wait_for_signal(proc, None, None)
     return -errno.EINTR
 
 

@@ -88,8 +88,9 @@ INTERRUPT_SIGNAL = signal.SIGRTMAX
 
 def keep_signals_for_the_main_thread() -> None:
     """Called first in every host thread we start: the kernel then delivers process-directed
-    signals to the main thread, the one that runs the guest and its blocking calls, so that
-    they interrupt those calls as they would on Linux."""
+    signals to the main thread, the one that runs the guest (and, with a single guest thread,
+    its blocking calls, which they then interrupt as on Linux). A guest thread's worker then
+    unblocks INTERRUPT_SIGNAL alone, by which the scheduler ends its calls (threads.py)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
 
 

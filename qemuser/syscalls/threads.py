@@ -115,6 +115,8 @@ class GuestThread:
     # a call a signal cut short, to finish when the thread runs again: (its definition and
     # arguments) for a worker's call, (None, (timed,)) for a futex wait
     interrupted: tuple[SyscallDef | None, tuple[int, ...]] | None = None
+    suspended: bool = False  # in rt_sigsuspend, until a signal comes
+    restore_mask: int | None = None  # rt_sigsuspend's mask to restore after the handler
 
 
 def _interrupt_only(_signo: int, _frame: object) -> None:
@@ -261,6 +263,14 @@ class Scheduler:
                     self.ready.append(thread)
             self.cond.notify_all()
 
+    def suspend(self) -> None:
+        """rt_sigsuspend of the current thread: it sleeps until route_signals gives it a signal
+        (its temporary mask is already set), then returns EINTR."""
+        thread = self.current
+        thread.state = "blocked"
+        thread.suspended = True
+        thread.result = -errno.EINTR
+
     # ---- futexes -----------------------------------------------------------------------------
 
     def futex_wait(self, address: int, bitset: int, deadline: float | None) -> None:
@@ -388,7 +398,14 @@ class Scheduler:
         return handler == SIG_IGN or (handler == SIG_DFL and pending.signo in DEFAULT_IGNORE)
 
     def _interrupt(self, thread: GuestThread) -> None:
-        """End a sleeping thread's wait: its futex wait, or its worker's host call."""
+        """End a sleeping thread's wait: sigsuspend, a futex wait, or its worker's host call."""
+        if thread.suspended:
+            thread.suspended = False
+            with self.cond:
+                thread.state = "runnable"
+                if thread not in self.ready:
+                    self.ready.append(thread)
+            return
         queue_ = self.waiters.get(thread.futex_address)
         if queue_ and thread in queue_:
             queue_.remove(thread)
@@ -455,6 +472,7 @@ class Scheduler:
             current.context = uc.context_save()
             current.sigmask = proc.signals.mask
             current.alt_stack = proc.signals.alt_stack
+            current.restore_mask = proc.restore_mask_after_handler
             if current.state == "runnable":
                 with self.cond:
                     if current not in self.ready:
@@ -478,6 +496,7 @@ class Scheduler:
         proc.signals.mask = chosen.sigmask
         proc.signals.current_tid = chosen.tid
         proc.signals.alt_stack = chosen.alt_stack
+        proc.restore_mask_after_handler, chosen.restore_mask = chosen.restore_mask, None
         if chosen.result is not None:
             proc.write_result(chosen.result)
             chosen.result = None

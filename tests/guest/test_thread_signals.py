@@ -1,5 +1,6 @@
-"""Signals reach guest threads that all sleep in system calls (read, waitpid, nanosleep, pthread_cond_wait), on the
-thread Linux would choose, and end or restart their calls as Linux would.
+"""Signals reach guest threads that all sleep in system calls (read, waitpid, nanosleep,
+pthread_cond_wait, sigsuspend), on the thread Linux would choose, and end or restart their
+calls as Linux would.
 
 The expected lines are those of the same source built for x86_64 and run on the host."""
 
@@ -24,6 +25,8 @@ BEFORE_READY = [
     b"G: main waitpid -1 EINTR\n",
     b"G: thread 1 nanosleep -1 EINTR, time left 1\n",
     b"G: child 1 exited 7\n",
+    b"H: main sigsuspend -1 EINTR, handler on main 1\n",
+    b"H: SIGUSR2 blocked again after sigsuspend 1\n",
     b"ready\n",
 ]
 
