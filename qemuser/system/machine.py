@@ -34,19 +34,12 @@ from qemuser.system.devices import (
 )
 from qemuser.system.fdt import Node, u64_cells
 from qemuser.system.riscv import RiscvHart
-from qemuser.system.stopper import Stopper
 from qemuser.system.virtio import DmaError
 
 MiB = 1 << 20
-# The engine runs until a host thread stops it (stopper.py) at the next deadline: the guest
-# timer's next expiry, bounded by these (nanoseconds of host time).
-TICK_NS = 4_000_000  # at the latest: typed input and device lines are looked at this often
-MIN_RUN_NS = 100_000  # at the soonest, when a timer is already due (the guest runs its handler)
-MASKED_RUN_NS = 50_000  # an IRQ waits for the guest to unmask it (msr daifclr, which no hook sees)
-# Where the per-access exit checks cannot be turned off: counted slices, as many instructions
-# as the deadline allows at an assumed ~100 M instructions/s.
 SLICE = 200_000  # instructions per emu_start: bounds how late a pending event is noticed
 SHORT_SLICE = 1_000  # while an interrupt waits for the guest to unmask it
+# aarch64 sizes slices by the next timer deadline, between these bounds.
 SLICE_MIN, MAX_SLICE, NS_PER_INSN = 20_000, 2_000_000, 10
 IDLE_MAX_NS = 10_000_000  # longest single sleep in WFI (input and timers wake it earlier)
 # emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
@@ -429,55 +422,28 @@ class Machine:
                 return
 
     def _aarch64_slice(self) -> int:
-        """Instructions to run next (counted slices only): up to the next timer deadline (at an
-        assumed ~100 M instructions/s), so a timer fires about on time without slicing finely
-        when idle-free. An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI
-        (msr daifclr, which no hook sees), so look again soon."""
+        """Instructions to run next: up to the next timer deadline (at an assumed ~100 M
+        instructions/s), so a timer fires about on time without slicing finely when idle-free.
+        An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI (msr daifclr,
+        which no hook sees), so look again soon."""
         if self.arm.irq_masked():
             return SHORT_SLICE
         wait_ns = self.arm.ns_until_event(MAX_SLICE * NS_PER_INSN)
         return max(SLICE_MIN, wait_ns // NS_PER_INSN)
 
-    def _next_deadline_ns(self) -> int:
-        """Host time at which the stopper ends the next run of the engine."""
-        now = time.monotonic_ns()
-        if self.arch == "riscv64":
-            wait_ns = self.riscv.ns_until_event()
-        elif self.arm.irq_masked():
-            return now + MASKED_RUN_NS
-        else:
-            wait_ns = self.arm.ns_until_event(TICK_NS)
-        return now + max(MIN_RUN_NS, min(wait_ns, TICK_NS))
-
     def run(self) -> int:
         """Run until the guest powers off; returns the exit status."""
-        # Without unicorn's exit check after every memory access, a stop from the stopper thread
-        # lands at a block start, where the guest state is whole (exit_checks.py); where the
-        # check cannot be turned off, slices are counted instead.
-        import os
-        skipped = ExitChecks(self.uc).skip() if os.environ.get("XP_SKIP", "1") == "1" else False
-        stopper = Stopper(self.uc) if skipped and os.environ.get("XP_STOP", "1") == "1" else None
-        try:
-            return self._run(stopper)
-        finally:
-            if stopper is not None:
-                stopper.close()
-
-    def _run(self, stopper: Stopper | None) -> int:
+        # unicorn's exit check after every guest memory access (exit_checks.py) is ~a quarter of
+        # a Linux boot's host time; nothing here needs a stop right at an access: the count and
+        # the hooks that stop the engine (MSR DAIF, power off, faults) may end the block first.
+        ExitChecks(self.uc).skip()
         cpu = self.config.board.cpu
         self.fault = ""
         slice_count = SLICE
         while self.exit_status is None:
             pc = self.uc.reg_read(cpu.pc)
             try:
-                if stopper is None:
-                    self.uc.emu_start(pc, _NEVER, count=slice_count)
-                else:
-                    stopper.arm(self._next_deadline_ns())
-                    try:
-                        self.uc.emu_start(pc, _NEVER)
-                    finally:
-                        stopper.disarm()
+                self.uc.emu_start(pc, _NEVER, count=slice_count)
             except UcError as exc:
                 if self.exit_status is None:
                     self._flush_console()
@@ -497,8 +463,7 @@ class Machine:
                 self.arm.poll()
                 if in_wfi and self.arm.irq_masked():
                     self._step_to_unmask()
-                if stopper is None:
-                    slice_count = self._aarch64_slice()
+                slice_count = self._aarch64_slice()
         self._flush_console()
         if self.fault:
             raise MachineError(self.fault)
