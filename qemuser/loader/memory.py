@@ -137,7 +137,9 @@ class GuestFault(Exception):
         self.mapped = mapped  # True: protection (SEGV_ACCERR); False: nothing there (SEGV_MAPERR)
 
 
-# eq=False: compared by identity only; every start would compile the generated __eq__.
+# eq=False: compared by identity only; every start would compile the generated __eq__. The
+# records here are not frozen either: a frozen dataclass compiles a __setattr__, a __delattr__
+# and a slower __init__ at every start, and nothing assigns to a LastFault once built.
 @dataclass(eq=False)
 class Mapping:
     """One guest mapping, as /proc/self/maps shows it."""
@@ -182,7 +184,7 @@ def _release_host_pages(table: list[HostPages]) -> None:
     table.clear()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)  # not frozen: see the note above Mapping
 class LastFault:
     """The guest access that faulted last: what a SIGSEGV's siginfo reports."""
 

@@ -65,9 +65,11 @@ PLACEHOLDER_EXECFN = -2
 PLACEHOLDER_PLATFORM = -3
 
 
-# eq=False: these are compared by identity, and every start would compile the generated
-# __eq__/__hash__ (dataclass methods are compiled at import, ~0.3 ms each).
-@dataclass(frozen=True, eq=False)
+# eq=False: compared by identity, and every start would compile the generated __eq__/__hash__
+# (dataclass methods are compiled at import, ~0.3 ms each). Not frozen for the same reason (a
+# frozen dataclass compiles __setattr__, __delattr__ and a slower __init__): nothing assigns
+# to it once built.
+@dataclass(eq=False)
 class InitialStack:
     """Where build_stack put the guest's argv, envp and auxv."""
 

@@ -66,7 +66,9 @@ class GuestMemory(Protocol):
     def read(self, address: int, size: int, check: bool = True) -> bytes: ...
 
 
-@dataclass(frozen=True)
+# eq=False and not frozen: nothing compares or assigns to it once built, and every start would
+# compile the generated __eq__, __hash__, __setattr__ and __delattr__.
+@dataclass(eq=False)
 class FrameSetup:
     """Where the frame went and what the handler starts with."""
 
