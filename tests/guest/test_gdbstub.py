@@ -269,7 +269,10 @@ class RemoteClient:
                 assert int(self.buffer[end + 1 : end + 3], 16) == sum(payload) & 0xFF
                 self.buffer = self.buffer[end + 3 :]
                 if self.acks:
-                    self.sock.sendall(b"+")
+                    try:
+                        self.sock.sendall(b"+")
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the stub may be gone after its last reply (vKill's OK)
                 # binary replies escape bytes as '}' then the byte xor 0x20
                 return re.sub(rb"\}(.)", lambda m: bytes([m[1][0] ^ 0x20]), payload, flags=re.S)
             data = self.sock.recv(65536)
