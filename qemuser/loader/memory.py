@@ -42,7 +42,9 @@ _STOP_PAGES_START = STOP_ADDRESS - 0x1000
 MIN_MAP_ADDRESS = 0x10000
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# The host's libc with the prototypes of the memory calls set (syscalls/mm.py uses it too).
+host_libc = ctypes.CDLL(None, use_errno=True)
+_libc = host_libc
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [
@@ -59,6 +61,7 @@ _HOST_MAP_PRIVATE_ANONYMOUS_NORESERVE = 0x02 | 0x20 | 0x4000  # x86_64 host valu
 
 _libc.mremap.restype = ctypes.c_void_p
 _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _HOST_MREMAP_MAYMOVE = 1
 _HOST_MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -598,22 +601,16 @@ class AddressSpace:
             self.map(new, new_size, template.prot, template.name)
             return
         pages = self._pages_holding(old, old + old_size)
+        data: bytes | None = None
+        host: int | None = None
         if pages is not None and pages.owned:
             # the host moves (and grows, with zero pages) our private pages: no copy
             host = _host_mremap(pages.host + (old - pages.start), old_size, new_size)
             self.unmap(old, old_size, release_host=False)
-            self.map(
-                new,
-                new_size,
-                template.prot,
-                template.name,
-                offset=template.offset,
-                device=template.device,
-                inode=template.inode,
-                private_host=host,
-            )
-            return
-        data = self.read(old, min(old_size, new_size), check=False)
+        else:
+            # the new range is free (Linux refuses overlapping moves), so the old one can go first
+            data = bytes(self.read(old, min(old_size, new_size), check=False))
+            self.unmap(old, old_size)
         self.map(
             new,
             new_size,
@@ -622,9 +619,10 @@ class AddressSpace:
             offset=template.offset,
             device=template.device,
             inode=template.inode,
+            private_host=host,
         )
-        self.unmap(old, old_size)
-        self.uc.mem_write(new, bytes(data))
+        if data is not None:
+            self.uc.mem_write(new, data)
 
     # ---- guest memory access (for syscalls) --------------------------------------------------
 

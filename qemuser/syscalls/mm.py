@@ -8,7 +8,7 @@ import mmap as host_mmap
 import os
 import stat as host_stat
 
-from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace, host_private_pages
+from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace, host_libc, host_private_pages
 from qemuser.syscalls import hostio
 from qemuser.syscalls.process import Process
 from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
@@ -74,18 +74,7 @@ MAP_FLAGS = Flags(
     field_mask=MAP_TYPE,
 )
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc = host_libc
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 

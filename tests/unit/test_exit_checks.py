@@ -19,11 +19,15 @@ DATA = 0x20000
 PROGRAMS = {
     # ldr x0,[x1]; ldr x0,[x1]; ldr x0,[x1]; nop
     "aarch64": (
-        bytes.fromhex("200040f9200040f9200040f91f2003d5"), UC_ARM64_REG_X1, UC_ARM64_REG_PC
+        bytes.fromhex("200040f9200040f9200040f91f2003d5"),
+        UC_ARM64_REG_X1,
+        UC_ARM64_REG_PC,
     ),
     # ld a1,0(a0); ld a1,0(a0); ld a1,0(a0); nop
     "riscv64": (
-        bytes.fromhex("83350500833505008335050013000000"), UC_RISCV_REG_X10, UC_RISCV_REG_PC
+        bytes.fromhex("83350500833505008335050013000000"),
+        UC_RISCV_REG_X10,
+        UC_RISCV_REG_PC,
     ),
 }
 
