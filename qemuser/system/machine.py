@@ -9,6 +9,7 @@ import copy
 import gzip
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -45,6 +46,16 @@ IDLE_MAX_NS = 10_000_000  # longest single sleep in WFI (input and timers wake i
 # emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
 _NEVER = 0xFFFF_FFFF_FFFF_FFF0
 FLASH_SIZE = 64 * MiB  # aarch64 virt: pflash bank 0 at address 0
+
+
+# Legacy U-Boot image header (U-Boot's include/image.h, struct legacy_img_hdr): big-endian
+# magic, header CRC32, time, data size, load address, entry point, data CRC32, os, arch, type,
+# compression, 32-byte name.
+UIMAGE_MAGIC = b"\x27\x05\x19\x56"
+UIMAGE_HEADER = struct.Struct(">IIIIIIIBBBB32s")
+UIMAGE_ARCH = {"aarch64": 22, "riscv64": 26}  # IH_ARCH_ARM64, IH_ARCH_RISCV
+UIMAGE_TYPE_KERNEL = 2  # IH_TYPE_KERNEL
+UIMAGE_COMP_NONE, UIMAGE_COMP_GZIP = 0, 1  # IH_COMP_NONE, IH_COMP_GZIP
 
 
 class MachineError(Exception):
@@ -281,6 +292,8 @@ class Machine:
                 self._write(seg["p_paddr"], body, what)
                 end = max(end, seg["p_paddr"] + seg["p_memsz"])
             return Loaded(entry=elf.header["e_entry"], end=end)
+        if data[:4] == UIMAGE_MAGIC:
+            return self._load_uimage(data, path, what)
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         if self.arch == "aarch64" and data[0x38:0x3C] == b"ARM\x64":
@@ -291,6 +304,32 @@ class Machine:
             return Loaded(entry=raw_addr, end=raw_addr + max(image_size, len(data)))
         self._write(raw_addr, data, what)
         return Loaded(entry=raw_addr, end=raw_addr + len(data))
+
+    def _load_uimage(self, data: bytes, path: str, what: str) -> Loaded:
+        """A legacy U-Boot image (mkimage -T kernel): the payload goes to the header's load
+        address and runs from its entry point, as QEMU's -kernel does with one."""
+        if len(data) < UIMAGE_HEADER.size:
+            raise MachineError(f"{what} '{path}' is a truncated U-Boot image")
+        fields = UIMAGE_HEADER.unpack_from(data)
+        _magic, header_crc, _time, size, load, entry, data_crc, _os, arch, kind, comp, _name = (
+            fields
+        )
+        unchecked = UIMAGE_HEADER.pack(*fields[:1], 0, *fields[2:])
+        payload = data[UIMAGE_HEADER.size : UIMAGE_HEADER.size + size]
+        if zlib.crc32(unchecked) != header_crc or len(payload) != size:
+            raise MachineError(f"{what} '{path}' is a truncated or corrupt U-Boot image")
+        if zlib.crc32(payload) != data_crc:
+            raise MachineError(f"{what} '{path}': U-Boot image data checksum mismatch")
+        if arch != UIMAGE_ARCH[self.arch]:
+            raise MachineError(f"{what} '{path}' is a U-Boot image for another architecture")
+        if kind != UIMAGE_TYPE_KERNEL:
+            raise MachineError(f"{what} '{path}' is a U-Boot image of type {kind}, not a kernel")
+        if comp == UIMAGE_COMP_GZIP:
+            payload = gzip.decompress(payload)
+        elif comp != UIMAGE_COMP_NONE:
+            raise MachineError(f"{what} '{path}': U-Boot image compression {comp} is unsupported")
+        self._write(load, payload, what)
+        return Loaded(entry=entry, end=load + len(payload))
 
     def boot(self) -> None:
         """Load firmware, kernel, initrd and DTB and set the boot registers."""
