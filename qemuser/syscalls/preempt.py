@@ -44,6 +44,7 @@ class Ticker:
         self._armed: Uc | None = None
         self._owner_pid = 0  # the process whose thread ticks (threads do not survive fork)
         self._wake = threading.Event()
+        os.register_at_fork(after_in_child=self._after_fork)
 
     def arm(self, uc: Uc) -> None:
         if self._owner_pid != os.getpid():
@@ -51,14 +52,24 @@ class Ticker:
         self._armed = uc
         self._wake.set()
 
+    def _after_fork(self) -> None:
+        """A guest fork happens inside `emu_start`, so the child goes on running armed, with no
+        tick thread (threads do not survive fork) and with a copy of the lock that the parent's
+        tick may have held at that moment: give the child a fresh lock and its own tick."""
+        self._lock = threading.Lock()
+        self._owner_pid = 0
+        if self._armed is not None:
+            self._start()
+
     def disarm(self) -> None:
         with self._lock:
             self._armed = None
 
     def _start(self) -> None:
         self._owner_pid = os.getpid()
-        self._lock = threading.Lock()  # a fork may have copied it held
         self._wake = threading.Event()
+        if self._armed is not None:
+            self._wake.set()
         threading.Thread(target=self._tick, name="qemuser-tick", daemon=True).start()
 
     def _tick(self) -> None:

@@ -250,6 +250,7 @@ class Process:
         self.exit_checks = ExitChecks(self.uc)
         # without those checks, a stop from another thread lands between blocks (preempt.py)
         self.stops_between_blocks = self.exit_checks.skip()
+        self.running_unsliced = False  # the engine runs with no tick and no count (run())
         self.mem = AddressSpace(self.uc, self.spec.page_size, self.linux.mmap_top)
         numbers = numbers_for(self.spec.name)
         # number -> declaration, or a Deferred whose module dispatch imports on its first call
@@ -547,7 +548,11 @@ class Process:
                     # counted slices: the loop sees GDB's Ctrl-C at the end of each one
                     uc.emu_start(pc, STOP_ADDRESS, count=debugger.slice_instructions)
                 elif not (self.sched.multi or self.signal_bridge is not None):
-                    uc.emu_start(pc, STOP_ADDRESS)
+                    self.running_unsliced = True  # until a syscall makes slices needed
+                    try:
+                        uc.emu_start(pc, STOP_ADDRESS)
+                    finally:
+                        self.running_unsliced = False
                 elif self.stops_between_blocks:
                     # other threads, or host signals, need the loop back now and then
                     # (preempt.py): a tick stops the engine between two blocks
@@ -854,6 +859,10 @@ class Process:
                     self._regs.write_result(result & MASK64)
                 if self.signals.pending or self.sched.current.state != "runnable":
                     self.uc.emu_stop()  # the run loop delivers them / switches threads
+                elif self.running_unsliced and (self.signal_bridge is not None or self.sched.multi):
+                    # the call caught a signal or made a thread: the engine, started without
+                    # slices, must come back to the loop now and then from here on
+                    self.uc.emu_stop()
                 return
             if (
                 intno == 2

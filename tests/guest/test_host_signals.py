@@ -57,3 +57,22 @@ def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
         process.wait()
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.parametrize(("arch", "flavour"), all_builds("fork_spin_signal"))
+def test_forked_child_computing_without_syscalls_gets_signals(arch: str, flavour: str) -> None:
+    # The handler is installed inside an engine run that started with no handler, and the
+    # child goes on inside the run it forked from: both need the tick from then on.
+    process = subprocess.Popen(
+        [qemuser(arch), str(fixture_path(arch, "fork_spin_signal", flavour))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a spinning child that never got its signal dies with us
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert (stdout, stderr, process.returncode) == (b"child exited 7\n", b"", 0)
