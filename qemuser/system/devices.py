@@ -68,6 +68,7 @@ class FdtContext:
     gic: bool  # GIC spells an interrupt <SPI, number, level-high>; PLIC as <number>
     cpu_intc: int = 0  # riscv: phandle of hart 0's local interrupt controller
     next_phandle: int = 0x100
+    root: Node | None = None  # the tree's root, for nodes a board keeps outside its bus (/soc)
 
     def interrupts(self, irq: int) -> list[int]:
         return [0, irq, 4] if self.gic else [irq]
@@ -364,15 +365,17 @@ class SifiveTest(Device):
             reg=self.reg(),
             phandle=ctx.phandle(),
         )
-        # Linux's syscon-poweroff / syscon-reboot drivers find the device through these.
-        root.child(
+        # Linux's syscon-poweroff / syscon-reboot drivers find the device through these, which
+        # QEMU's virt puts at the root of the tree, outside /soc.
+        top = ctx.root if ctx.root is not None else root
+        top.child(
             "poweroff",
             compatible="syscon-poweroff",
             regmap=node.props["phandle"],
             offset=0,
             value=self.FINISHER_PASS,
         )
-        root.child(
+        top.child(
             "reboot",
             compatible="syscon-reboot",
             regmap=node.props["phandle"],

@@ -254,6 +254,7 @@ class Machine:
         )
         if soc is not root:
             soc.props.update({"#address-cells": 2, "#size-cells": 2})
+        ctx.root = root
         for device in self.devices:
             device.fdt(soc, ctx)
         stdout = next((c.name for c in soc.children if c.name.startswith(("pl011", "serial"))), "")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import struct
 
-from qemuser.system.devices import Clint, GicV2, Ns16550, NullHost, Pl011, Pl031, Psci, SifiveTest
+from qemuser.system.devices import (
+    Clint,
+    FdtContext,
+    GicV2,
+    Ns16550,
+    NullHost,
+    Pl011,
+    Pl031,
+    Psci,
+    SifiveTest,
+)
 from qemuser.system.fdt import FDT_MAGIC, Node
 
 
@@ -140,3 +150,17 @@ def test_gicv2_acknowledge_priority_mask_and_eoi() -> None:
 def test_fdt_keyword_property_names() -> None:
     node = Node("").child("cpu@0", device_type="cpu", riscv__isa="rv64", clock_frequency=1)
     assert list(node.props) == ["device_type", "riscv,isa", "clock-frequency"]
+
+
+def test_sifive_test_poweroff_and_reboot_nodes_sit_at_the_root_as_in_qemu() -> None:
+    root = Node("")
+    soc = root.child("soc")
+    ctx = FdtContext(interrupt_parent=3, clock=0, gic=False, root=root)
+    SifiveTest(base=0x10_0000).fdt(soc, ctx)
+    test = soc.find("test@100000")
+    assert test is not None and soc.find("poweroff") is None
+    poweroff, reboot = root.find("poweroff"), root.find("reboot")
+    assert poweroff is not None and reboot is not None
+    assert poweroff.props["compatible"] == "syscon-poweroff"
+    assert poweroff.props["regmap"] == reboot.props["regmap"] == test.props["phandle"]
+    assert (poweroff.props["value"], reboot.props["value"]) == (0x5555, 0x7777)
