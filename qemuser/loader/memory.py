@@ -582,30 +582,20 @@ class AddressSpace:
         (the host's mremap resizes them), so it stays shared with the file or other processes;
         for it `new` may equal `old` (growing in place)."""
         template = self._range(old, old + old_size)[0]
-        if template.host_address is not None:
-            host_address = _host_mremap(template.host_address, old_size, new_size)
-            self.unmap(old, old_size, release_host=False)
-            self.map(
-                new,
-                new_size,
-                template.prot,
-                template.name,
-                offset=template.offset,
-                host_address=host_address,
-                device=template.device,
-                inode=template.inode,
-            )
-            return
         if not template.backed:  # a reservation: nothing to copy
             self.unmap(old, old_size)
             self.map(new, new_size, template.prot, template.name)
             return
-        pages = self._pages_holding(old, old + old_size)
         data: bytes | None = None
-        host: int | None = None
-        if pages is not None and pages.owned:
+        shared_host: int | None = None
+        private_host: int | None = None
+        pages = self._pages_holding(old, old + old_size)
+        if template.host_address is not None:
+            shared_host = _host_mremap(template.host_address, old_size, new_size)
+            self.unmap(old, old_size, release_host=False)
+        elif pages is not None and pages.owned:
             # the host moves (and grows, with zero pages) our private pages: no copy
-            host = _host_mremap(pages.host + (old - pages.start), old_size, new_size)
+            private_host = _host_mremap(pages.host + (old - pages.start), old_size, new_size)
             self.unmap(old, old_size, release_host=False)
         else:
             # the new range is free (Linux refuses overlapping moves), so the old one can go first
@@ -617,9 +607,10 @@ class AddressSpace:
             template.prot,
             template.name,
             offset=template.offset,
+            host_address=shared_host,
             device=template.device,
             inode=template.inode,
-            private_host=host,
+            private_host=private_host,
         )
         if data is not None:
             self.uc.mem_write(new, data)
