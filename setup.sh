@@ -20,6 +20,14 @@ APT_PACKAGES=(
     gcc-riscv64-linux-gnu g++-riscv64-linux-gnu libc6-dev-riscv64-cross
     qemu-user make python3 python3-venv ca-certificates time
     gcc libc6-dev util-linux gdb-multiarch
+    # system mode: -netdev user's TCP/IP stack (the library QEMU uses); QEMU's image tools, the
+    # references the block-layer tests compare qemuser-img/-io/-nbd with
+    libslirp0 qemu-utils
+    # foreign containers and chroots (tests/containers): podman with runc, debootstrap; and what
+    # `qemuser-binfmt build` links its self-contained interpreter from (Debian's static
+    # libpython3.11, libffi, zlib, expat; dpkg-dev for `apt-get source`)
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap
+    python3.11 libpython3.11-dev libffi-dev zlib1g-dev libexpat1-dev dpkg-dev
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -61,3 +69,12 @@ if [ -f tests/fixtures/system/Makefile ]; then make -s -C tests/fixtures/system 
 
 # Real Debian arm64 programs for tests/real and the benchmarks (apt-get download + dpkg-deb -x).
 .venv/bin/python tests/real/debroot.py >/dev/null
+# Debian trixie riscv64 packages (Debian 12 has no riscv64): the kernel for the riscv64 Linux
+# boots and a userland for the riscv64 real-program tests, through an apt configuration of their
+# own under /tmp (the machine's apt sources are not touched).
+.venv/bin/python tests/real/trixie.py kernel >/dev/null
+.venv/bin/python tests/real/trixie.py root >/dev/null
+# The self-contained binfmt_misc interpreter (static CPython + unicorn + qemuser, built once and
+# cached in /var/cache/qemuser): built now so that the first `qemuser-binfmt install` or test
+# does not pay for it. Needs root (the cache is system-wide).
+if [ "$(id -u)" -eq 0 ]; then .venv/bin/qemuser-binfmt build >/dev/null; fi

@@ -81,19 +81,47 @@ def elf_magic(spec: CpuSpec) -> tuple[bytes, bytes]:
     return magic, mask
 
 
-def flags_for(
-    *, preserve_argv0: bool, credential: bool, persistent: bool, open_binary: bool = False
+# The defaults of `install`, as qemu-user-static's registration (issue 12): preserve-argv0,
+# open-binary, fix-binary; credential (setuid binaries run as their owner) only when asked.
+DEFAULT_FLAGS = "POF"
+
+
+class FlagsError(ValueError):
+    """Flags the kernel would not take, or a contradictory choice: one line for the user."""
+
+
+def choose_flags(
+    letters: str | None = None,
+    *,
+    preserve_argv0: bool | None = None,
+    open_binary: bool | None = None,
+    credential: bool | None = None,
+    fix_binary: bool | None = None,
 ) -> str:
-    """binfmt_misc flags from the install options. C implies O (the kernel requires it)."""
-    chosen = set()
-    if preserve_argv0:
-        chosen.add(FLAG_PRESERVE_ARGV0)
-    if open_binary or credential:
+    """binfmt_misc flags: `letters` in the kernel's letters (default DEFAULT_FLAGS), then each
+    option given (True adds, False removes, None leaves it). C implies O, as in the kernel."""
+    base = DEFAULT_FLAGS if letters is None else letters
+    unknown = sorted({c for c in base if c not in FLAG_ORDER})
+    if unknown:
+        raise FlagsError(
+            f"unknown binfmt_misc flag {', '.join(repr(c) for c in unknown)} in '{base}'"
+            f" (the kernel's letters are {', '.join(FLAG_ORDER)})"
+        )
+    chosen = set(base)
+    for flag, wanted in (
+        (FLAG_PRESERVE_ARGV0, preserve_argv0),
+        (FLAG_OPEN_BINARY, open_binary),
+        (FLAG_CREDENTIALS, credential),
+        (FLAG_FIX_BINARY, fix_binary),
+    ):
+        if wanted is True:
+            chosen.add(flag)
+        elif wanted is False:
+            chosen.discard(flag)
+    if FLAG_CREDENTIALS in chosen:
+        if open_binary is False:
+            raise FlagsError("the credential flag (C) needs the open-binary flag (O)")
         chosen.add(FLAG_OPEN_BINARY)
-    if credential:
-        chosen.add(FLAG_CREDENTIALS)
-    if persistent:
-        chosen.add(FLAG_FIX_BINARY)
     return "".join(f for f in FLAG_ORDER if f in chosen)
 
 
@@ -164,7 +192,15 @@ def systemd_line(handler: Handler) -> str:
 
 
 def debian_import(handler: Handler, package: str = "qemuser") -> str:
-    """An import file for update-binfmts (/usr/share/binfmts/<name>), as qemu-user-binfmt has."""
+    """An import file for update-binfmts (/usr/share/binfmts/<name>), as qemu-user-binfmt has.
+
+    update-binfmts knows no open-binary setting of its own (it sets O only with credentials), so
+    O without C cannot be written: refused rather than silently dropped."""
+    if FLAG_OPEN_BINARY in handler.flags and FLAG_CREDENTIALS not in handler.flags:
+        raise FlagsError(
+            "update-binfmts cannot register the open-binary flag (O) without credentials (C):"
+            " add --credential or --no-open-binary"
+        )
     lines = [
         f"package {package}",
         f"interpreter {handler.interpreter}",

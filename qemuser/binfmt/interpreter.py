@@ -1,11 +1,13 @@
-"""The Python half of the binfmt interpreter (launcher.c is the native half the kernel runs).
+"""The Python half of the binfmt interpreter. The native half the kernel runs is normally the
+static interpreter (static/main.c, whose boot.py calls main() here with the kernel's arguments);
+when that cannot be built, launcher.c, which executes the Python script install writes.
 
 The kernel runs `interpreter [argv0-if-P] ...` as follows (fs/binfmt_misc.c):
   without P: interpreter, filename, argv[1], argv[2], ...      (argv[0] is lost; qemu uses filename)
   with P:    interpreter, filename, argv[0], argv[1], ...
 Linux >= 5.12 tells which with AT_FLAGS bit 0 in the interpreter's own auxv. With O (and C, which
-implies it) the kernel also passes an open fd of the binary as AT_EXECFD. The launcher reads both
-from its auxv and passes them on as options before `--`.
+implies it) the kernel also passes an open fd of the binary as AT_EXECFD. The native half reads
+both from its auxv and passes them on as options before `--`.
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ def enter_chroot(root_fd: int, cwd_fd: int | None) -> None:
 
 def main(settings_json: str, args: list[str] | None = None) -> int:
     """Entry of the generated interpreter script; returns the guest's exit status."""
-    from qemuser.cli.user import Done, UsageError, build_config, check_log_file, parse_args
     from qemuser.loader.elf import LoadError
+    from qemuser.user.options import Done, UsageError, build_config, check_log_file, parse_args
 
     settings = json.loads(settings_json)
     arch: str = settings["arch"]
@@ -147,7 +149,7 @@ def main(settings_json: str, args: list[str] | None = None) -> int:
         config.argv = call.argv
         config.exec_fd = call.exec_fd
         config.preserve_argv0 = call.preserve_argv0
-        from qemuser.syscalls.emulator import run
+        from qemuser.user.run import run
 
         return run(config)
     except Done as done:

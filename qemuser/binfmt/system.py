@@ -11,10 +11,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qemuser.binfmt.handler import HANDLER_PREFIX, Handler, claims, handler_for, parse_entry
+from qemuser.binfmt.handler import (
+    DEFAULT_FLAGS,
+    HANDLER_PREFIX,
+    Handler,
+    claims,
+    handler_for,
+    parse_entry,
+)
 from qemuser.cpu import CpuSpec
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -29,10 +37,7 @@ class BinfmtError(Exception):
 
 @dataclass(frozen=True)
 class InstallOptions:
-    preserve_argv0: bool = False
-    credential: bool = False
-    persistent: bool = False
-    open_binary: bool = False
+    flags: str = DEFAULT_FLAGS  # binfmt_misc flags in the kernel's order (handler.choose_flags)
     sysroot: str | None = None
     replace: bool = False
 
@@ -89,7 +94,7 @@ LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
 
 
 def interpreter_path(spec: CpuSpec, libexec: Path = LIBEXEC_DIR) -> Path:
-    """The registered interpreter: a static native launcher (see launcher.c)."""
+    """The registered interpreter: the static interpreter (static/main.c), else the launcher."""
     return libexec / f"qemuser-binfmt-{spec.name}"
 
 
@@ -110,13 +115,66 @@ def build_launcher(target: Path) -> None:
     tmp.replace(target)
 
 
-def write_interpreter(spec: CpuSpec, options: InstallOptions, libexec: Path = LIBEXEC_DIR) -> Path:
-    """The program the kernel runs (the native launcher) and the Python script it executes, with
-    this Python, our interpreter module and the install's choices baked in."""
+SETTINGS_MARKER = b"@@QEMUSER-BINFMT-SETTINGS@@\0"  # static/main.c's settings slot
+SETTINGS_SIZE = 4096
+
+
+def patch_settings(image: bytes, settings: dict[str, object]) -> bytes:
+    """The static interpreter with `settings` in its slot (static/main.c: SETTINGS_MARKER)."""
+    text = json.dumps(settings, sort_keys=True).encode()
+    if len(text) >= SETTINGS_SIZE:
+        raise BinfmtError(f"settings too long for the interpreter ({len(text)} bytes)")
+    at = image.find(SETTINGS_MARKER)
+    if at < 0 or image.find(SETTINGS_MARKER, at + 1) >= 0:
+        raise BinfmtError("the static interpreter has no (or no single) settings slot")
+    start = at + len(SETTINGS_MARKER)
+    return image[:start] + text.ljust(SETTINGS_SIZE, b"\0") + image[start + SETTINGS_SIZE :]
+
+
+def _replace_file(path: Path, data: bytes) -> bool:
+    """Write `data` at `path` atomically unless it is there already; whether it changed."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+    return True
+
+
+def write_interpreter(
+    spec: CpuSpec,
+    options: InstallOptions,
+    libexec: Path = LIBEXEC_DIR,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, bool]:
+    """The program the kernel runs, and whether it changed. Normally the self-contained static
+    interpreter (binfmt/build.py, cached) with the install's choices in its settings slot; when
+    that cannot be built here, the native launcher and a Python script naming this Python
+    (which needs the host's files: no containers)."""
+    from qemuser.binfmt.build import BuildError, build
+
     path = interpreter_path(spec, libexec)
     libexec.mkdir(parents=True, exist_ok=True)
+    script = path.with_name(path.name + ".py")
+    try:
+        built = build(log=log)
+    except BuildError as exc:
+        if log:
+            log(
+                f"cannot build the static interpreter ({exc}); using the launcher, which needs"
+                " this machine's Python and files (chroots as root only, no containers)"
+            )
+    else:
+        settings = {"arch": spec.name, "sysroot": options.sysroot}
+        changed = _replace_file(path, patch_settings(built.path.read_bytes(), settings))
+        script.unlink(missing_ok=True)  # a launcher install's leftover
+        return path, changed
+    before = path.read_bytes() if path.is_file() else b""
+    if SETTINGS_MARKER in before:
+        path.unlink()  # a static interpreter: build_launcher would take it as up to date
     build_launcher(path)
-    settings = {"arch": spec.name, "sysroot": options.sysroot}
+    settings_launcher = {"arch": spec.name, "sysroot": options.sysroot}
     text = (
         f"#!{sys.executable}\n"
         "# Written by qemuser-binfmt install: run by the binfmt launcher for "
@@ -124,14 +182,13 @@ def write_interpreter(spec: CpuSpec, options: InstallOptions, libexec: Path = LI
         "from qemuser.binfmt.interpreter import main\n"
         # no interpreter teardown once the guest is done (it costs tens of ms a process)
         "from qemuser.cli.user import exit_now\n"
-        f"exit_now(main({json.dumps(settings)!r}))\n"
+        f"exit_now(main({json.dumps(settings_launcher)!r}))\n"
     )
-    script = path.with_name(path.name + ".py")
     tmp = path.with_name(path.name + ".py.new")
     tmp.write_text(text)
     tmp.chmod(0o755)
     tmp.replace(script)
-    return path
+    return path, path.read_bytes() != before
 
 
 def _saved_path(spec: CpuSpec, state: Path) -> Path:
@@ -150,10 +207,10 @@ def install(
     root: Path = BINFMT_DIR,
     state: Path = STATE_DIR,
     libexec: Path = LIBEXEC_DIR,
+    log: Callable[[str], None] | None = None,
 ) -> str:
-    """Register qemuser's handler for `spec`; returns what was done, in one line."""
-    from qemuser.binfmt.handler import flags_for
-
+    """Register qemuser's handler for `spec`; returns what was done, in one line (`log` gets
+    the progress of a first build of the static interpreter, and warnings)."""
     others = conflicts(spec, root)
     if others and not options.replace:
         names = ", ".join(f"{h.name} ({h.interpreter})" for h in others)
@@ -172,16 +229,13 @@ def install(
         saved.write_text(json.dumps(previous, indent=1))
         for h in others:
             remove(h.name, root)
-    interpreter = write_interpreter(spec, options, libexec)
-    flags = flags_for(
-        preserve_argv0=options.preserve_argv0,
-        credential=options.credential,
-        persistent=options.persistent,
-        open_binary=options.open_binary,
-    )
+    interpreter, changed = write_interpreter(spec, options, libexec, log)
+    flags = options.flags
     wanted = handler_for(spec, str(interpreter), flags)
     current = {h.name: h for h in entries(root)}.get(wanted.name)
-    if current is not None and _same(current, wanted):
+    # with F the kernel holds the file it opened at registration: a new one needs a new one
+    stale = changed and "F" in flags
+    if current is not None and _same(current, wanted) and not stale:
         return f"{wanted.name}: already installed ({interpreter}, flags '{flags}')"
     if current is not None:
         remove(wanted.name, root)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from qemuser.binfmt import system
 from qemuser.binfmt.handler import (
+    DEFAULT_FLAGS,
     HANDLER_PREFIX,
+    FlagsError,
+    choose_flags,
     claims,
     debian_import,
-    flags_for,
     handler_for,
     systemd_line,
 )
@@ -47,37 +50,105 @@ def cli() -> None:
     """Make foreign aarch64/riscv64 Linux binaries run by name through qemuser."""
 
 
+def flag_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The flag choices of install and export: --flags in the kernel's letters, then one option
+    per flag to add or remove it (the defaults are qemu-user-static's)."""
+    options = [
+        click.option(
+            "--flags",
+            "letters",
+            metavar="LETTERS",
+            help=f"binfmt_misc flags in the kernel's letters P, O, C, F (default {DEFAULT_FLAGS})",
+        ),
+        click.option(
+            "--preserve-argv0/--no-preserve-argv0",
+            default=None,
+            help="P flag: the guest sees the argv[0] it was run with (default on)",
+        ),
+        click.option(
+            "--open-binary/--no-open-binary",
+            default=None,
+            help="O flag: the kernel passes an open fd, so 0711 binaries run (default on)",
+        ),
+        click.option(
+            "--credential/--no-credential",
+            default=None,
+            help="C flag (implies O): setuid binaries run as their owner (default off)",
+        ),
+        click.option(
+            "--fix-binary/--no-fix-binary",
+            "--persistent/--no-persistent",
+            default=None,
+            help="F flag: the kernel opens the interpreter now: it runs in chroots and "
+            "containers (default on)",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _flags(
+    letters: str | None,
+    preserve_argv0: bool | None,
+    open_binary: bool | None,
+    credential: bool | None,
+    fix_binary: bool | None,
+) -> str:
+    try:
+        return choose_flags(
+            letters,
+            preserve_argv0=preserve_argv0,
+            open_binary=open_binary,
+            credential=credential,
+            fix_binary=fix_binary,
+        )
+    except FlagsError as exc:
+        raise system.BinfmtError(str(exc)) from None
+
+
+def _note(text: str) -> None:
+    click.echo(f"qemuser-binfmt: {text}", err=True)
+
+
 @cli.command()
 @ARCH
-@click.option("--persistent", is_flag=True, help="F flag: the kernel opens the interpreter now")
-@click.option("--credential", is_flag=True, help="C flag (implies O): setuid binaries work")
-@click.option("--open-binary", is_flag=True, help="O flag: the kernel passes an open fd")
-@click.option("--preserve-argv0", is_flag=True, help="P flag: the guest sees its real argv[0]")
+@flag_options
 @click.option("--sysroot", "sysroots", multiple=True, metavar="ARCH=PATH", help="library root")
 @click.option("--replace", is_flag=True, help="take over from another handler (given back later)")
 def install(
     arches: tuple[str, ...],
-    persistent: bool,
-    credential: bool,
-    open_binary: bool,
-    preserve_argv0: bool,
+    letters: str | None,
+    preserve_argv0: bool | None,
+    open_binary: bool | None,
+    credential: bool | None,
+    fix_binary: bool | None,
     sysroots: tuple[str, ...],
     replace: bool,
 ) -> None:
     """Register the handlers (idempotent)."""
+    flags = _flags(letters, preserve_argv0, open_binary, credential, fix_binary)
     roots = _sysroots(sysroots)
     system.require_root()
     system.ensure_mounted(system.BINFMT_DIR)
     for spec in _specs(arches):
-        options = system.InstallOptions(
-            preserve_argv0=preserve_argv0,
-            credential=credential,
-            persistent=persistent,
-            open_binary=open_binary,
-            sysroot=roots.get(spec.name),
-            replace=replace,
-        )
-        click.echo(system.install(spec, options))
+        options = system.InstallOptions(flags=flags, sysroot=roots.get(spec.name), replace=replace)
+        click.echo(system.install(spec, options, log=_note))
+
+
+@cli.command()
+def build() -> None:
+    """Build the self-contained static interpreter into its cache (install does it when
+    needed; this is for setup scripts), and print its path."""
+    from qemuser.binfmt.build import BuildError
+    from qemuser.binfmt.build import build as build_static
+
+    try:
+        built = build_static(log=_note)
+    except BuildError as exc:
+        raise system.BinfmtError(f"cannot build the static interpreter: {exc}") from None
+    how = "cached" if built.reused else f"built in {built.seconds:.0f} s"
+    click.echo(f"{built.path} ({how})")
 
 
 @cli.command()
@@ -116,38 +187,35 @@ def status() -> None:
 @cli.command()
 @ARCH
 @click.option("--format", "fmt", type=click.Choice(["systemd", "debian"]), default="systemd")
-@click.option("--persistent", is_flag=True)
-@click.option("--credential", is_flag=True)
-@click.option("--open-binary", is_flag=True)
-@click.option("--preserve-argv0", is_flag=True)
+@flag_options
 @click.option("--interpreter-dir", default=str(system.LIBEXEC_DIR), show_default=True)
 def export(
     arches: tuple[str, ...],
     fmt: str,
-    persistent: bool,
-    credential: bool,
-    open_binary: bool,
-    preserve_argv0: bool,
+    letters: str | None,
+    preserve_argv0: bool | None,
+    open_binary: bool | None,
+    credential: bool | None,
+    fix_binary: bool | None,
     interpreter_dir: str,
 ) -> None:
     """Print a systemd binfmt.d line or a Debian update-binfmts import file per arch.
 
-    The interpreter scripts are written by `install`; run it once before using the export."""
-    flags = flags_for(
-        preserve_argv0=preserve_argv0,
-        credential=credential,
-        persistent=persistent,
-        open_binary=open_binary,
-    )
+    The interpreters are written by `install`; run it once before using the export."""
+    flags = _flags(letters, preserve_argv0, open_binary, credential, fix_binary)
     for spec in _specs(arches):
         interpreter = system.interpreter_path(spec, Path(interpreter_dir))
         handler = handler_for(spec, str(interpreter), flags)
         if fmt == "systemd":
             click.echo(systemd_line(handler))
         else:
+            try:
+                text = debian_import(handler)
+            except FlagsError as exc:
+                raise system.BinfmtError(str(exc)) from None
             if len(arches) != 1:
                 click.echo(f"# /usr/share/binfmts/{handler.name}")
-            click.echo(debian_import(handler), nl=False)
+            click.echo(text, nl=False)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,27 +1,23 @@
-"""QEMU's -drive, -blockdev and -device for the virtio-mmio devices of the virt boards.
+"""Parsing QEMU's -drive, -blockdev and -device options.
 
 Option strings follow QEMU's QemuOpts syntax (`key=value,...`, `,,` for a literal comma, a bare
-`key` meaning `key=on`). Errors read like QEMU's: the option as given, then what is wrong.
+`key` meaning `key=on`). Errors read like QEMU's: the option as given, then what is wrong. What
+the parsed options mean (which device, on which bus) is decided in qemuser/system/plug.py.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from qemuser.system.devices import DEVICE_TYPES
-from qemuser.system.virtio import (
-    BlockBackend,
-    VirtioBlk,
-    VirtioConsole,
-    VirtioDevice,
-    VirtioMmio,
-    VirtioRng,
-)
-
-
-class DeviceOptionError(Exception):
-    """A bad -drive/-blockdev/-device: reported as one line."""
+from qemuser.system.block.errors import BlockError
+from qemuser.system.block.probe import open_image, probe, raw_probe_warning
+from qemuser.system.devices.registry import DeviceOptionError, on_off
+from qemuser.system.drive import BlockBackend, Drive
+from qemuser.system.net.netdev import NetworkPlan, nic_device
+from qemuser.system.plug import DevicePlan
+from qemuser.system.qemuopts import split_commas
 
 
 def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
@@ -29,21 +25,7 @@ def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
 
     With `implied`, a first item without '=' is the value of that key (-device's driver name).
     """
-    items: list[str] = []
-    current = ""
-    i = 0
-    while i < len(text):
-        if text[i] == ",":
-            if text[i + 1 : i + 2] == ",":
-                current += ","
-                i += 2
-                continue
-            items.append(current)
-            current = ""
-        else:
-            current += text[i]
-        i += 1
-    items.append(current)
+    items = split_commas(text)
     opts: dict[str, str] = {}
     for n, item in enumerate(items):
         if not item:
@@ -58,231 +40,183 @@ def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
     return opts
 
 
-def _on_off(value: str, what: str) -> bool:
-    if value in ("on", "yes", "true"):
-        return True
-    if value in ("off", "no", "false"):
-        return False
-    raise DeviceOptionError(f"Parameter '{what}' expects 'on' or 'off'")
-
-
-# Image formats QEMU knows; only raw is implemented here.
+# Image formats QEMU knows; raw and qcow2 are implemented (qcow2 by the block layer).
 _KNOWN_FORMATS = {"raw", "qcow2", "qcow", "vmdk", "vdi", "vhdx", "vpc", "qed", "luks", "dmg"}
+_FORMATS = ("raw", "qcow2")
 _KNOWN_INTERFACES = {"ide", "scsi", "sd", "mtd", "floppy", "pflash", "virtio", "none", "xen"}
 # -drive keys accepted and ignored: they tune the host side only (caching, AIO).
 _IGNORED_DRIVE_KEYS = {"cache", "aio", "discard", "detect-zeroes", "werror", "rerror", "media"}
+_DRIVE_KEYS = {"file", "format", "if", "id", "readonly", "read-only", "index", "unit", "bus",
+               "snapshot"}  # fmt: skip
+PFLASH_BANKS = 2  # the virt boards' flash banks
 
 
-@dataclass
-class Drive:
-    """A block backend from -drive or -blockdev, and whether a device took it."""
-
-    name: str  # the -drive id= or -blockdev node-name=
-    backend: BlockBackend | None
-    option: str  # the option as given, for messages
-    interface: str = "none"  # -drive if=; "none" for -blockdev
-    used: bool = False
-
-
-@dataclass
-class DevicePlan:
-    """What the command line asks to plug into the board's virtio-mmio slots, in QEMU's order."""
-
-    devices: list[tuple[str, VirtioDevice]] = field(default_factory=list)
-    drives: dict[str, Drive] = field(default_factory=dict)
-
-    def plug_into(self, banks: list[VirtioMmio]) -> None:
-        """Plug every planned device into the first bank's free slots (highest first)."""
-        for option, device in self.devices:
-            for bank in banks:
-                try:
-                    bank.plug(device)
-                    break
-                except ValueError:
-                    continue
-            else:
-                raise DeviceOptionError(
-                    f"-device {option}: No 'virtio-mmio-bus' bus found for device '{device.model}'"
-                )
-
-
-def _open(path: str, read_only: bool, option: str, snapshot: bool = False) -> BlockBackend:
+def _open(
+    path: str,
+    read_only: bool,
+    option: str,
+    snapshot: bool = False,
+    fmt: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    kind: str = "file",
+) -> BlockBackend:
+    """An image as QEMU's file/host_device protocol and raw/qcow2 format open it; `fmt` None
+    probes (a qcow2 header is never taken for raw data, which a guest would write over)."""
     try:
-        return BlockBackend(path, read_only=read_only, snapshot=snapshot)
+        info = os.stat(path)
     except OSError as exc:
         raise DeviceOptionError(f"{option}: Could not open '{path}': {exc.strerror}") from None
+    if kind == "file" and not stat.S_ISREG(info.st_mode) and not stat.S_ISBLK(info.st_mode):
+        raise DeviceOptionError(f"{option}: 'file' driver requires '{path}' to be a regular file")
+    if kind == "host_device" and not (stat.S_ISBLK(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+        raise DeviceOptionError(
+            f"{option}: 'host_device' driver requires '{path}' to be either a character or "
+            "block device"
+        )
+    try:
+        probed = probe(path) if fmt is None else fmt
+    except (OSError, BlockError) as exc:
+        raise DeviceOptionError(f"{option}: Could not open '{path}': {exc}") from None
+    if probed == "qcow2":
+        try:
+            driver = open_image(path, "qcow2", read_only=read_only or snapshot, warn=False)
+        except BlockError as exc:
+            text = str(exc)
+            if fmt == "qcow2" and probe(path) != "qcow2":
+                text = "Image is not in qcow2 format"
+            raise DeviceOptionError(f"{option}: {text}") from None
+        return BlockBackend(path, read_only=read_only, snapshot=snapshot, driver=driver)
+    try:
+        backend = BlockBackend(path, read_only=read_only, snapshot=snapshot)
+    except OSError as exc:
+        raise DeviceOptionError(f"{option}: Could not open '{path}': {exc.strerror}") from None
+    if fmt is None and warn is not None and not read_only:
+        warn(raw_probe_warning(path))
+    return backend
 
 
 def parse_drive(
-    text: str, index: int, warn: Callable[[str], None], snapshot: bool = False
+    text: str,
+    index: int,
+    warn: Callable[[str], None],
+    snapshot: bool = False,
+    pflash_index: int = 0,
 ) -> Drive:
-    """One -drive; `snapshot` is the command line's -snapshot (a drive's own snapshot= wins)."""
+    """One -drive; `snapshot` is the command line's -snapshot (a drive's own snapshot= wins).
+    `pflash_index` is the bank an if=pflash drive without index= gets (the next free one)."""
     option = f"-drive {text}"
     opts = parse_opts(text)
     for key in opts:
-        if key not in {"file", "format", "if", "id", "readonly", "index", "snapshot"} | (
-            _IGNORED_DRIVE_KEYS
-        ):
+        if key not in _DRIVE_KEYS | _IGNORED_DRIVE_KEYS:
             raise DeviceOptionError(
                 f"{option}: Block format 'raw' does not support the option '{key}'"
             )
     interface = opts.get("if", "virtio")  # the virt boards' default block interface
     if interface not in _KNOWN_INTERFACES:
         raise DeviceOptionError(f"{option}: unsupported bus type '{interface}'")
-    if interface not in ("virtio", "none"):
+    unit = index
+    if interface == "pflash":
+        try:
+            unit = int(opts.get("index", opts.get("unit", str(pflash_index))))
+        except ValueError:
+            raise DeviceOptionError(f"{option}: Invalid index") from None
+        if not 0 <= unit < PFLASH_BANKS:
+            raise DeviceOptionError(
+                f"{option}: machine type does not support if=pflash,bus=0,unit={unit}"
+            )
+    elif interface not in ("virtio", "none"):
         raise DeviceOptionError(
             f"{option}: machine type does not support if={interface},bus=0,unit={index}"
         )
     fmt = opts.get("format")
     if fmt is not None and fmt not in _KNOWN_FORMATS:
         raise DeviceOptionError(f"{option}: Unknown driver '{fmt}'")
-    if fmt is not None and fmt != "raw":
-        raise DeviceOptionError(f"{option}: format '{fmt}' is not supported (only raw)")
+    if fmt is not None and fmt not in _FORMATS:
+        raise DeviceOptionError(f"{option}: format '{fmt}' is not supported (only raw, qcow2)")
     try:
-        read_only = _on_off(opts.get("readonly", "off"), "read-only")
+        read_only = on_off(opts.get("readonly", opts.get("read-only", "off")), "read-only")
     except DeviceOptionError as exc:
         raise DeviceOptionError(f"{option}: {exc}") from None
     path = opts.get("file")
     backend = None
     if path:
         try:
-            snapshot = _on_off(opts.get("snapshot", "on" if snapshot else "off"), "snapshot")
+            snapshot = on_off(opts.get("snapshot", "on" if snapshot else "off"), "snapshot")
         except DeviceOptionError as exc:
             raise DeviceOptionError(f"{option}: {exc}") from None
-        backend = _open(path, read_only, option, snapshot)
-        if fmt is None:
-            warn(
-                f"WARNING: Image format was not specified for '{path}' and probing guessed raw.\n"
-                "         Automatically detecting the format is dangerous for raw images, "
-                "write operations on block 0 will be restricted.\n"
-                "         Specify the 'raw' format explicitly to remove the restrictions."
-            )
+        # QEMU gives flash its raw bytes when probing finds no format: no warning for pflash.
+        backend = _open(path, read_only, option, snapshot, fmt, None if interface == "pflash"
+                        else warn)  # fmt: skip
     elif interface == "virtio":
         raise DeviceOptionError(f"{option}: Device needs media, but drive is empty")
-    name = opts.get("id", f"{interface}{index}")
-    return Drive(name=name, backend=backend, option=option, interface=interface)
+    name = opts.get("id", f"pflash{unit}" if interface == "pflash" else f"{interface}{index}")
+    drive = Drive(name=name, backend=backend, option=option, interface=interface)
+    drive.unit = unit  # type: ignore[attr-defined]
+    return drive
+
+
+# -blockdev keys by driver (besides driver, node-name and the common ones).
+_BLOCKDEV_COMMON = {"driver", "node-name", "read-only", "auto-read-only", "cache.direct",
+                    "cache.no-flush", "discard", "detect-zeroes", "force-share"}  # fmt: skip
+_PROTOCOL_KEYS = {"filename", "aio", "locking", "pr-manager", "x-check-cache-dropped",
+                  "aio-max-batch", "drop-cache"}  # fmt: skip
 
 
 def parse_blockdev(text: str, nodes: dict[str, Drive]) -> Drive:
-    """`-blockdev driver=file,filename=F,node-name=N` or `driver=raw,file=N|file.filename=F`."""
+    """`-blockdev driver=file|host_device,filename=F,node-name=N` or
+    `driver=raw|qcow2,file=N|file.driver=file|host_device,file.filename=F`."""
     option = f"-blockdev {text}"
     opts = parse_opts(text)
     driver = opts.get("driver")
     if driver is None:
         raise DeviceOptionError(f"{option}: Parameter 'driver' is missing")
-    if driver not in ("file", "raw"):
-        if driver in _KNOWN_FORMATS or driver in ("host_device", "nbd", "null-co"):
+    protocols = ("file", "host_device")
+    if driver not in protocols + _FORMATS:
+        if driver in _KNOWN_FORMATS or driver in ("nbd", "null-co", "http", "https", "ssh"):
             raise DeviceOptionError(f"{option}: driver '{driver}' is not supported")
         raise DeviceOptionError(f"{option}: Parameter 'driver' does not accept value '{driver}'")
+    allowed = _BLOCKDEV_COMMON | (_PROTOCOL_KEYS if driver in protocols else {"file"})
+    child_keys = {k for k in opts if k.startswith("file.")} if driver in _FORMATS else set()
+    for key in opts:
+        if key not in allowed and key not in child_keys:
+            raise DeviceOptionError(f"{option}: Parameter '{key}' is unexpected")
+    for key in child_keys:
+        if key[5:] not in _PROTOCOL_KEYS | {"driver"} | _BLOCKDEV_COMMON:
+            raise DeviceOptionError(f"{option}: Parameter '{key}' is unexpected")
     name = opts.get("node-name")
     if not name:
         raise DeviceOptionError(f"{option}: 'node-name' must be specified for the root node")
     if name in nodes:
         raise DeviceOptionError(f"{option}: Duplicate nodes with node-name='{name}'")
     try:
-        read_only = _on_off(opts.get("read-only", "off"), "read-only")
+        read_only = on_off(opts.get("read-only", "off"), "read-only")
     except DeviceOptionError as exc:
         raise DeviceOptionError(f"{option}: {exc}") from None
-    if driver == "file":
+    if driver in protocols:
         path = opts.get("filename")
         if not path:
             raise DeviceOptionError(f"{option}: Parameter 'filename' is missing")
-        return Drive(name=name, backend=_open(path, read_only, option), option=option)
+        # A protocol node is the file's bytes: raw, never probed.
+        backend = _open(path, read_only, option, fmt="raw", kind=driver)
+        return Drive(name=name, backend=backend, option=option)
     child = opts.get("file")
     if child is not None:
         below = nodes.get(child)
-        if below is None:
+        if below is None or below.backend is None:
             raise DeviceOptionError(
                 f"{option}: Cannot find device='{child}' nor node-name='{child}'"
             )
-        return Drive(name=name, backend=below.backend, option=option)
+        if driver == "raw":
+            return Drive(name=name, backend=below.backend, option=option)
+        below.backend.close()  # reopened through the format driver
+        backend = _open(below.backend.path, read_only, option, fmt=driver)
+        return Drive(name=name, backend=backend, option=option)
     path = opts.get("file.filename")
-    if opts.get("file.driver", "file") != "file" or not path:
+    kind = opts.get("file.driver", "file")
+    if kind not in protocols or not path:
         raise DeviceOptionError(f"{option}: Parameter 'file' is missing")
-    return Drive(name=name, backend=_open(path, read_only, option), option=option)
-
-
-@dataclass(frozen=True)
-class DeviceModel:
-    name: str
-    bus: str
-    category: str
-    description: str
-    properties: tuple[tuple[str, str, str], ...]  # (name, type, help)
-
-
-DEVICE_MODELS: tuple[DeviceModel, ...] = (
-    DeviceModel(
-        "virtio-blk-device",
-        "virtio-bus",
-        "Storage devices",
-        VirtioBlk.description,
-        (
-            ("drive", "str", "Node name or ID of a block device to use as a backend"),
-            ("serial", "str", "disk serial number reported by VIRTIO_BLK_T_GET_ID"),
-        ),
-    ),
-    DeviceModel("virtio-rng-device", "virtio-bus", "Misc devices", VirtioRng.description, ()),
-    DeviceModel(
-        "virtio-serial-device",
-        "virtio-bus",
-        "Input devices",
-        VirtioConsole.description,
-        (),
-    ),
-    DeviceModel(
-        "virtconsole",
-        "virtio-serial-bus",
-        "Input devices",
-        "Virtio console port (hvc0), on the serial backend",
-        (("chardev", "str", "ID of a chardev to use as a backend (only the -serial one)"),),
-    ),
-)
-DEVICE_MODELS_BY_NAME = {m.name: m for m in DEVICE_MODELS}
-
-
-def device_help() -> str:
-    lines: list[str] = []
-    for category in dict.fromkeys(m.category for m in DEVICE_MODELS):
-        lines.append(f"{category}:")
-        for m in DEVICE_MODELS:
-            if m.category == category:
-                lines.append(f'name "{m.name}", bus {m.bus}, desc "{m.description}"')
-        lines.append("")
-    lines.append("Devices built into the boards (not pluggable with -device):")
-    for d in DEVICE_TYPES:
-        lines.append(f'name "{d.kind}", desc "{d.description}"')
-    return "\n".join(lines)
-
-
-def property_help(name: str) -> str:
-    model = DEVICE_MODELS_BY_NAME[name]
-    lines = [f"{name} options:"]
-    for prop, kind, text in model.properties:
-        lines.append(f"  {prop}=<{kind}>".ljust(25) + f"- {text}")
-    if not model.properties:
-        lines.append("  (no properties)")
-    return "\n".join(lines)
-
-
-def check_globals(settings: list[str]) -> None:
-    """-global DRIVER.PROP=VALUE: only virtio-mmio.force-legacy=off, which is what we model.
-
-    QEMU's virtio-mmio defaults to the legacy (version 1) registers; ours are always the
-    version 2 ones, so a command line asking QEMU for those works unchanged here.
-    """
-    for setting in settings:
-        prop, _, value = setting.partition("=")
-        if prop != "virtio-mmio.force-legacy":
-            raise DeviceOptionError(f"-global {setting}: property not supported")
-        try:
-            legacy = _on_off(value, "force-legacy")
-        except DeviceOptionError as exc:
-            raise DeviceOptionError(f"-global {setting}: {exc}") from None
-        if legacy:
-            raise DeviceOptionError(
-                f"-global {setting}: legacy virtio-mmio (version 1) is not supported"
-            )
+    return Drive(name=name, backend=_open(path, read_only, option, fmt=driver, kind=kind),
+                 option=option)  # fmt: skip
 
 
 def plan_devices(
@@ -292,85 +226,44 @@ def plan_devices(
     board_name: str,
     warn: Callable[[str], None],
     snapshot: bool = False,
+    pflash: dict[int, str] | None = None,
+    network: NetworkPlan | None = None,
 ) -> DevicePlan:
-    """Open the images and decide the devices; raises DeviceOptionError on bad input."""
-    plan = DevicePlan()
+    """Open the images and decide the devices; raises DeviceOptionError on bad input.
+    `pflash` maps a flash bank to the -blockdev node -machine pflashN= names; `network` has the
+    -netdev backends (NICs name them) and the NICs of -nic/-net."""
+    plan = DevicePlan(board_name)
     for text in blockdevs:
         node = parse_blockdev(text, plan.drives)
-        plan.drives[node.name] = node
-    virtio_drives: list[Drive] = []
+        plan.add_drive(node, f"-blockdev {text}")
     for index, text in enumerate(drives):
-        drive = parse_drive(text, index, warn, snapshot)
-        if drive.name in plan.drives:
-            raise DeviceOptionError(f"-drive {text}: Duplicate ID '{drive.name}' for drive")
-        plan.drives[drive.name] = drive
-        if drive.interface == "virtio":
+        drive = parse_drive(text, index, warn, snapshot, pflash_index=len(plan.pflash))
+        plan.add_drive(drive, f"-drive {text}")
+        if drive.interface == "pflash":
+            unit = drive.unit  # type: ignore[attr-defined]
+            if unit in plan.pflash:
+                raise DeviceOptionError(f"-drive {text}: drive with bus=0, unit={unit} exists")
+            plan.pflash[unit] = drive
             drive.used = True
-            virtio_drives.append(drive)
-    serial_ports: list[VirtioConsole] = []
-    built_in = {d.kind for d in DEVICE_TYPES}
+    for bank, node_name in (pflash or {}).items():
+        drive = plan.drives.get(node_name)
+        if drive is None or drive.interface != "none":
+            raise DeviceOptionError(f"Property 'cfi.pflash01.drive' can't find value '{node_name}'")
+        if drive.used:
+            raise DeviceOptionError(
+                f"Property 'cfi.pflash01.drive': Drive '{node_name}' is already in use by "
+                "another device"
+            )
+        drive.used = True
+        plan.pflash[bank] = drive
+    if network is not None:
+        plan.netdevs = network.backends
+        # QEMU creates the NICs of -nic/-net while it builds the board, before any -device:
+        # they take the first PCI slots.
+        for nic in network.nics:
+            text, opts = nic_device(nic)
+            plan.add_device(text, opts)
     for text in devices:
-        opts = parse_opts(text, implied="driver")
-        name = opts.pop("driver", "")
-        option = f"-device {text}"
-        if name not in DEVICE_MODELS_BY_NAME:
-            if name in built_in:
-                raise DeviceOptionError(
-                    f"{option}: device '{name}' cannot be added to machine '{board_name}'"
-                )
-            raise DeviceOptionError(f"{option}: '{name}' is not a valid device model name")
-        allowed = {p for p, _, _ in DEVICE_MODELS_BY_NAME[name].properties}
-        for key in opts:
-            if key not in allowed:
-                raise DeviceOptionError(f"{option}: Property '{name}.{key}' not found")
-        if name == "virtio-blk-device":
-            drive = _claim_drive(plan, opts.get("drive"), option)
-            plan.devices.append((text, _blk(drive, opts.get("serial", ""))))
-        elif name == "virtio-rng-device":
-            plan.devices.append((text, VirtioRng()))
-        elif name == "virtio-serial-device":
-            console = VirtioConsole()
-            serial_ports.append(console)
-            plan.devices.append((text, console))
-        else:  # virtconsole: the one port of the newest virtio-serial-device
-            if not serial_ports:
-                raise DeviceOptionError(
-                    f"{option}: No 'virtio-serial-bus' bus found for device 'virtconsole'"
-                )
-            if serial_ports[-1].connected:
-                raise DeviceOptionError(
-                    f"{option}: only one virtconsole per virtio-serial-device is supported"
-                )
-            serial_ports[-1].connected = True
-    # QEMU turns if=virtio drives into devices after the -device options.
-    for drive in virtio_drives:
-        plan.devices.append((f"virtio-blk-device,drive={drive.name}", _blk(drive, "")))
+        plan.add_device(text, parse_opts(text, implied="driver"))
+    plan.finish()
     return plan
-
-
-def _claim_drive(plan: DevicePlan, name: str | None, option: str) -> Drive:
-    if not name:
-        raise DeviceOptionError(f"{option}: drive property not set")
-    drive = plan.drives.get(name)
-    if drive is None:
-        raise DeviceOptionError(
-            f"{option}: Property 'virtio-blk-device.drive' can't find value '{name}'"
-        )
-    if drive.interface == "virtio":
-        # QEMU plugs -device options first, then finds its if=virtio drive taken.
-        raise DeviceOptionError(
-            f"{drive.option}: Drive '{name}' is already in use because it has been "
-            "automatically connected to another device (did you need 'if=none' in the drive "
-            "options?)"
-        )
-    if drive.used:
-        raise DeviceOptionError(f"{option}: Drive '{name}' is already in use by another device")
-    if drive.backend is None:
-        raise DeviceOptionError(f"{option}: Device needs media, but drive is empty")
-    drive.used = True
-    return drive
-
-
-def _blk(drive: Drive, serial: str) -> VirtioBlk:
-    assert drive.backend is not None
-    return VirtioBlk(drive.backend, serial=serial)

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from unicorn import UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, Uc, UcError
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_TLB_VIRTUAL
 
+from qemuser.host.libc import LIBC
+from qemuser.loader.fault import GuestFault  # kept apart from unicorn (fault.py)
+
 PROT_NONE = 0
 PROT_READ = 1
 PROT_WRITE = 2
@@ -42,26 +45,12 @@ _STOP_PAGES_START = STOP_ADDRESS - 0x1000
 MIN_MAP_ADDRESS = 0x10000
 
 
-# The host's libc with the prototypes of the memory calls set (syscalls/mm.py uses it too).
-host_libc = ctypes.CDLL(None, use_errno=True)
-_libc = host_libc
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
+# The host's libc, with the prototypes of the memory calls (qemuser.host.libc).
+_libc = LIBC
 _HOST_PROT_READ_WRITE = 3
 _HOST_MAP_PRIVATE_ANONYMOUS_NORESERVE = 0x02 | 0x20 | 0x4000  # x86_64 host values
 
 
-_libc.mremap.restype = ctypes.c_void_p
-_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
-_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _HOST_MREMAP_MAYMOVE = 1
 _HOST_MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -130,16 +119,6 @@ def effective_prot(prot: int) -> int:
     return prot | PROT_READ if prot & PROT_WRITE else prot
 
 
-class GuestFault(Exception):
-    """A guest address that is not mapped, or not with the needed access."""
-
-    def __init__(self, address: int, write: bool = False, mapped: bool = False) -> None:
-        super().__init__(f"guest fault at {address:#x}")
-        self.address = address
-        self.write = write
-        self.mapped = mapped  # True: protection (SEGV_ACCERR); False: nothing there (SEGV_MAPERR)
-
-
 # eq=False: compared by identity only; every start would compile the generated __eq__. The
 # records here are not frozen either: a frozen dataclass compiles a __setattr__, a __delattr__
 # and a slower __init__ at every start, and nothing assigns to a LastFault once built.
@@ -163,6 +142,12 @@ class Mapping:
     # first becomes accessible: programs reserve address space that way (tens of GiB, more
     # than the host would lend in one piece), and untouched it reads as zero anyway.
     backed: bool = True
+    # A file mapping's guest address where the file's pages end (page aligned): the pages from
+    # there on lie wholly past end-of-file, and touching them is SIGBUS (BUS_ADRERR) on Linux,
+    # not zeros (a shared mapping's host pages there would raise the host's SIGBUS in the
+    # emulator). None: no file, or one with no size (a device). Rechecked when touched, since
+    # the file may have grown since (`AddressSpace._past_file_end`).
+    file_end: int | None = None
 
     @property
     def size(self) -> int:
@@ -194,6 +179,31 @@ class LastFault:
     address: int
     access: int
     mapped: bool
+    past_file_end: bool = False  # a file page past end-of-file: SIGBUS, BUS_ADRERR
+
+
+def file_end_of(start: int, offset: int, file_size: int, page_size: int) -> int:
+    """The guest address where a mapping of a file of `file_size` bytes at `offset`, placed at
+    `start`, stops having file pages (`Mapping.file_end`)."""
+    length = max(0, file_size - offset)
+    return start + (length + page_size - 1) // page_size * page_size
+
+
+def _current_size(path: str, device: int, inode: int) -> int | None:
+    """The size of the file (device, inode), named `path` when it was mapped; None if gone."""
+    candidates = [path] if path.startswith("/") else []
+    try:
+        candidates += [f"/proc/self/fd/{name}" for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        pass
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) == (device, inode):
+            return st.st_size
+    return None
 
 
 class AddressSpace:
@@ -306,34 +316,64 @@ class AddressSpace:
         if not allowed & needed:
             self.last_fault = LastFault(vaddr, access, True)
             return None
+        if m.file_end is not None and page >= m.file_end and self._past_file_end(m, page):
+            self.last_fault = LastFault(vaddr, access, True, past_file_end=True)
+            return None
         return page, allowed
 
-    def lend_page(self, page: int) -> tuple[bool, bytes]:
+    def _past_file_end(self, m: Mapping, page: int) -> bool:
+        """Whether `page` of file mapping `m` (at or past its recorded file end) still lies
+        past the end of the file, which may have grown since (ftruncate, write). The file is
+        found again by its path, else (deleted, a memfd) among this process's open fds, by
+        device and inode; one found nowhere keeps the recorded end. A rare path: only a
+        touch past the recorded end comes here."""
+        size = _current_size(m.name, m.device, m.inode)
+        if size is None:
+            return True
+        m.file_end = file_end_of(m.start, m.offset, size, self.page_size)
+        return page >= m.file_end
+
+    def lend_page(self, page: int) -> tuple[bool, bytes, int | None]:
         """Make one guest page accessible to the CPU for a moment (fault replay); returns what
         `return_page` needs to put things back."""
         # page 0 is always backed (the stop page); others only when the guest mapped them
         m = self.find(page)
         mapped = (m is not None and m.backed) or page == 0
-        saved = bytes(self.uc.mem_read(page, self.page_size)) if mapped else b""
-        if not mapped:
+        if mapped and m is not None and m.file_end is not None and page >= m.file_end:
+            # past the file's end: its host pages would raise the host's SIGBUS if read
+            saved = bytes(self.page_size)
+        else:
+            saved = bytes(self.uc.mem_read(page, self.page_size)) if mapped else b""
+        # A shared page's host memory may be read-only (a file opened O_RDONLY, SHM_RDONLY),
+        # and other processes see it: the replay gets a private copy in its place.
+        shared_host = None
+        if m is not None and m.backed and m.host_address is not None:
+            shared_host = m.host_address + (page - m.start)
+        if not mapped or shared_host is not None:
             self._inside_unicorn_call = True
             try:
+                if shared_host is not None:
+                    self.uc.mem_unmap(page, self.page_size)
                 self.uc.mem_map(page, self.page_size, UC_PROT_ALL)
+                if shared_host is not None:
+                    self.uc.mem_write(page, saved)
             finally:
                 self._inside_unicorn_call = False
         self._lent_page = page
         self.flush_tlb()
-        return mapped, saved
+        return mapped, saved, shared_host
 
-    def return_page(self, page: int, state: tuple[bool, bytes]) -> None:
-        mapped, saved = state
+    def return_page(self, page: int, state: tuple[bool, bytes, int | None]) -> None:
+        mapped, saved, shared_host = state
         self._lent_page = None
-        if mapped:
+        if mapped and shared_host is None:
             self.uc.mem_write(page, saved)
         else:
             self._inside_unicorn_call = True
             try:
                 self.uc.mem_unmap(page, self.page_size)
+                if shared_host is not None:
+                    self.uc.mem_map_ptr(page, self.page_size, UC_PROT_ALL, shared_host)
             finally:
                 self._inside_unicorn_call = False
         self.flush_tlb()
@@ -380,6 +420,7 @@ class AddressSpace:
         device: int = 0,
         inode: int = 0,
         private_host: int | None = None,
+        file_end: int | None = None,
     ) -> Mapping:
         """Map [start, start+length) (page aligned), replacing whatever was there (MAP_FIXED).
 
@@ -404,6 +445,7 @@ class AddressSpace:
             device=device,
             inode=inode,
             backed=backed,
+            file_end=file_end,
         )
         i = bisect.bisect_left(self._starts, start)
         self._maps.insert(i, m)
@@ -611,6 +653,7 @@ class AddressSpace:
             device=template.device,
             inode=template.inode,
             private_host=private_host,
+            file_end=None if template.file_end is None else template.file_end - old + new,
         )
         if data is not None:
             self.uc.mem_write(new, data)
@@ -631,6 +674,10 @@ class AddressSpace:
                 raise GuestFault(address, needed == PROT_WRITE)
             if not effective_prot(m.prot) & needed:
                 raise GuestFault(address, needed == PROT_WRITE, mapped=True)
+            if m.file_end is not None and min(end, m.end) > m.file_end:
+                page = max(address, m.file_end) & ~(self.page_size - 1)
+                if self._past_file_end(m, page):  # Linux's copy_{from,to}_user: EFAULT
+                    raise GuestFault(max(address, m.file_end), needed == PROT_WRITE, mapped=True)
             address = m.end
 
     def host_span(self, address: int, size: int, write: bool) -> int:
@@ -650,7 +697,7 @@ class AddressSpace:
             return address + recent[2]
         end = address + size
         m = self.find(address)
-        if m is not None and end <= m.end:
+        if m is not None and end <= m.end and (m.file_end is None or end <= m.file_end):
             prot = m.prot
             fillable = bool(prot & PROT_WRITE and not prot & PROT_EXEC)
             if fillable or (not write and prot & (PROT_READ | PROT_WRITE)):

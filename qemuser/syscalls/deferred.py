@@ -15,7 +15,7 @@ from qemuser.syscalls.registry import REGISTRY, SyscallDef
 
 # Imported before the guest's first instruction (by qemuser.syscalls.handlers): the calls that
 # the start of nearly every program makes (ld.so, libc's initialisation, stdio).
-EAGER_MODULES = ("fs", "misc", "mm", "proc", "time")
+EAGER_MODULES = ("fs", "misc", "mm", "proc", "clock")
 
 # module -> the system calls it declares
 DEFERRED_MODULES: dict[str, tuple[str, ...]] = {
@@ -26,15 +26,25 @@ DEFERRED_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "futex": ("futex",),
     "ioctl": ("ioctl",),
+    "ipc": (
+        "msgctl", "msgget", "msgrcv", "msgsnd", "semctl", "semget", "semop", "semtimedop",
+        "shmat", "shmctl", "shmdt", "shmget",
+    ),
     "lifecycle": ("clone", "clone3", "execve", "execveat", "wait4", "waitid"),
+    "mqueue": (
+        "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive", "mq_timedsend", "mq_unlink",
+    ),
+    "namespaces": ("kcmp", "mount", "setns", "umount2", "unshare"),
     "net": (
         "accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt",
         "listen", "recvfrom", "recvmmsg", "recvmsg", "sendmmsg", "sendmsg", "sendto", "setsockopt",
         "shutdown", "socket", "socketpair",
     ),
     "poll": ("ppoll", "pselect6"),
-    "signal": (
-        "getitimer", "kill", "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo",
+    "scheduling": ("membarrier", "sched_getattr", "sched_setattr"),
+    "signals": (
+        "getitimer", "kill", "pidfd_getfd", "pidfd_open", "pidfd_send_signal",
+        "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo",
         "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "rt_tgsigqueueinfo", "setitimer",
         "sigaltstack", "tgkill", "tkill",
     ),

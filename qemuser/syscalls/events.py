@@ -11,23 +11,29 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls.fs import host_syscall
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import FD, INT, PATH, PTR, ULONG, Enum, Flags, syscall
+from qemuser.host.libc import host_syscall
+from qemuser.host.sysnums import (
+    HOST_SYS_EPOLL_CREATE1,
+    HOST_SYS_EPOLL_CTL,
+    HOST_SYS_EPOLL_PWAIT,
+    HOST_SYS_EVENTFD2,
+    HOST_SYS_INOTIFY_ADD_WATCH,
+    HOST_SYS_INOTIFY_INIT1,
+    HOST_SYS_INOTIFY_RM_WATCH,
+    HOST_SYS_TIMERFD_CREATE,
+    HOST_SYS_TIMERFD_GETTIME,
+    HOST_SYS_TIMERFD_SETTIME,
+)
+from qemuser.syscalls.abi.poll import GUEST_EPOLL_EVENT, HOST_EPOLL_EVENT
+from qemuser.syscalls.abi.sigaction import SIGSET, SIGSET_SIZE
+from qemuser.syscalls.abi.timespec import ITIMERSPEC, TIMESPEC
+from qemuser.syscalls.argkinds import FD, INT, MAYBE_FD, PATH, PTR, ULONG, Enum, Flags, guest_fd
+from qemuser.syscalls.registry import syscall
 
-# x86_64 system-call numbers for the host side.
-HOST_EVENTFD2 = 290
-HOST_TIMERFD_CREATE = 283
-HOST_TIMERFD_SETTIME = 286
-HOST_TIMERFD_GETTIME = 287
-HOST_EPOLL_CREATE1 = 291
-HOST_EPOLL_CTL = 233
-HOST_EPOLL_PWAIT = 281
-HOST_INOTIFY_INIT1 = 294
-HOST_INOTIFY_ADD_WATCH = 254
-HOST_INOTIFY_RM_WATCH = 255
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 O_CLOEXEC = 0o2000000
 O_NONBLOCK = 0o4000
@@ -35,16 +41,15 @@ CLOEXEC_NONBLOCK = Flags({O_CLOEXEC: "O_CLOEXEC", O_NONBLOCK: "O_NONBLOCK", 1: "
 
 
 @syscall("eventfd2", ULONG, CLOEXEC_NONBLOCK)
-def eventfd2(proc: Process, initval: int, flags: int) -> int:
+def eventfd2(proc: GuestProcess, initval: int, flags: int) -> int:
     if flags & ~(O_CLOEXEC | O_NONBLOCK | 1):
         return -errno.EINVAL
-    return host_syscall(HOST_EVENTFD2, initval & 0xFFFF_FFFF, flags)
+    return host_syscall(HOST_SYS_EVENTFD2, initval & 0xFFFF_FFFF, flags)
 
 
 # ---- timerfd ---------------------------------------------------------------------------------
-# struct itimerspec (include/uapi/linux/time_types.h, __kernel_itimerspec): two 16-byte
-# timespecs, the same on the host.
-ITIMERSPEC_SIZE = 32
+# struct __kernel_itimerspec is the same on the host: the bytes pass through.
+ITIMERSPEC_SIZE = ITIMERSPEC.size
 
 
 @syscall(
@@ -52,81 +57,83 @@ ITIMERSPEC_SIZE = 32
     Enum({0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME"}),
     CLOEXEC_NONBLOCK,
 )
-def timerfd_create(proc: Process, clock: int, flags: int) -> int:
-    return host_syscall(HOST_TIMERFD_CREATE, clock, flags)
+def timerfd_create(proc: GuestProcess, clock: int, flags: int) -> int:
+    return host_syscall(HOST_SYS_TIMERFD_CREATE, clock, flags)
 
 
 @syscall(
     "timerfd_settime", FD, Flags({1: "TFD_TIMER_ABSTIME", 2: "TFD_TIMER_CANCEL_ON_SET"}), PTR, PTR
 )
-def timerfd_settime(proc: Process, fd: int, flags: int, new_ptr: int, old_ptr: int) -> int:
+def timerfd_settime(proc: GuestProcess, fd: int, flags: int, new_ptr: int, old_ptr: int) -> int:
     new = ctypes.create_string_buffer(proc.mem.read(new_ptr, ITIMERSPEC_SIZE), ITIMERSPEC_SIZE)
     old = ctypes.create_string_buffer(ITIMERSPEC_SIZE)
-    host_syscall(HOST_TIMERFD_SETTIME, fd, flags, new, old)
+    host_syscall(HOST_SYS_TIMERFD_SETTIME, fd, flags, new, old)
     if old_ptr:
         proc.mem.write(old_ptr, old.raw)
     return 0
 
 
 @syscall("timerfd_gettime", FD, PTR)
-def timerfd_gettime(proc: Process, fd: int, value_ptr: int) -> int:
+def timerfd_gettime(proc: GuestProcess, fd: int, value_ptr: int) -> int:
     value = ctypes.create_string_buffer(ITIMERSPEC_SIZE)
-    host_syscall(HOST_TIMERFD_GETTIME, fd, value)
+    host_syscall(HOST_SYS_TIMERFD_GETTIME, fd, value)
     proc.mem.write(value_ptr, value.raw)
     return 0
 
 
 # ---- epoll -----------------------------------------------------------------------------------
-# struct epoll_event (include/uapi/linux/eventpoll.h): __poll_t events; __u64 data. The guest's
-# is 16 bytes (natural alignment); the x86_64 host's is packed into 12 (EPOLL_PACKED).
-GUEST_EPOLL_EVENT = struct.Struct("<I4xQ")
-HOST_EPOLL_EVENT = struct.Struct("<IQ")
+# struct epoll_event: the guest's is 16 bytes, the x86_64 host's packed into 12 (abi/poll.py).
 EPOLL_OPS = Enum({1: "EPOLL_CTL_ADD", 2: "EPOLL_CTL_DEL", 3: "EPOLL_CTL_MOD"})
 MAX_EVENTS = 1 << 16
 
 
 @syscall("epoll_create1", Flags({O_CLOEXEC: "EPOLL_CLOEXEC"}))
-def epoll_create1(proc: Process, flags: int) -> int:
-    return host_syscall(HOST_EPOLL_CREATE1, flags)
+def epoll_create1(proc: GuestProcess, flags: int) -> int:
+    return host_syscall(HOST_SYS_EPOLL_CREATE1, flags)
 
 
 @syscall("epoll_ctl", FD, EPOLL_OPS, FD, PTR)
-def epoll_ctl(proc: Process, epfd: int, op: int, fd: int, event_ptr: int) -> int:
+def epoll_ctl(proc: GuestProcess, epfd: int, op: int, fd: int, event_ptr: int) -> int:
     host_event = ctypes.create_string_buffer(HOST_EPOLL_EVENT.size)
     if op != 2:
-        events, data = GUEST_EPOLL_EVENT.unpack(proc.mem.read(event_ptr, GUEST_EPOLL_EVENT.size))
+        event = GUEST_EPOLL_EVENT.unpack(proc.mem.read(event_ptr, GUEST_EPOLL_EVENT.size))
         host_event = ctypes.create_string_buffer(
-            HOST_EPOLL_EVENT.pack(events, data), HOST_EPOLL_EVENT.size
+            HOST_EPOLL_EVENT.pack(event), HOST_EPOLL_EVENT.size
         )
-    return host_syscall(HOST_EPOLL_CTL, epfd, op, fd, host_event)
+    return host_syscall(HOST_SYS_EPOLL_CTL, epfd, op, fd, host_event)
 
 
 def _epoll_wait(
-    proc: Process, epfd: int, events_ptr: int, maxevents: int, timeout_ms: int, sigmask_ptr: int
+    proc: GuestProcess,
+    epfd: int,
+    events_ptr: int,
+    maxevents: int,
+    timeout_ms: int,
+    sigmask_ptr: int,
 ) -> int:
     if not 0 < maxevents <= MAX_EVENTS:
         return -errno.EINVAL
     old_mask = None
     if sigmask_ptr:
         old_mask = proc.signals.mask
-        proc.signals.mask = struct.unpack("<Q", proc.mem.read(sigmask_ptr, 8))[0]
+        proc.signals.mask = SIGSET.unpack(proc.mem.read(sigmask_ptr, SIGSET_SIZE)).sig
     try:
         host_events = ctypes.create_string_buffer(HOST_EPOLL_EVENT.size * maxevents)
-        n = host_syscall(HOST_EPOLL_PWAIT, epfd, host_events, maxevents, timeout_ms, 0, 8)
+        n = host_syscall(HOST_SYS_EPOLL_PWAIT, epfd, host_events, maxevents, timeout_ms, 0, 8)
     finally:
         if old_mask is not None:
             proc.signals.mask = old_mask
     out = bytearray()
     for i in range(n):
-        events, data = HOST_EPOLL_EVENT.unpack_from(host_events.raw, i * HOST_EPOLL_EVENT.size)
-        out += GUEST_EPOLL_EVENT.pack(events, data)
+        event = HOST_EPOLL_EVENT.unpack(host_events.raw, i * HOST_EPOLL_EVENT.size)
+        out += GUEST_EPOLL_EVENT.pack(event)
     proc.mem.write(events_ptr, bytes(out))
     return n
 
 
-@syscall("epoll_pwait", FD, PTR, INT, INT, PTR, ULONG)
+@syscall("epoll_pwait", FD, PTR, INT, INT, PTR, ULONG, blocks=True, restart=False)
 def epoll_pwait(
-    proc: Process,
+    proc: GuestProcess,
     epfd: int,
     events_ptr: int,
     maxevents: int,
@@ -137,9 +144,9 @@ def epoll_pwait(
     return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout, sigmask_ptr)
 
 
-@syscall("epoll_pwait2", FD, PTR, INT, PTR, PTR, ULONG)
+@syscall("epoll_pwait2", FD, PTR, INT, PTR, PTR, ULONG, blocks=True, restart=False)
 def epoll_pwait2(
-    proc: Process,
+    proc: GuestProcess,
     epfd: int,
     events_ptr: int,
     maxevents: int,
@@ -149,7 +156,7 @@ def epoll_pwait2(
 ) -> int:
     timeout_ms = -1
     if timeout_ptr:
-        sec, nsec = struct.unpack("<qq", proc.mem.read(timeout_ptr, 16))
+        sec, nsec = TIMESPEC.unpack(proc.mem.read(timeout_ptr, TIMESPEC.size))
         timeout_ms = sec * 1000 + (nsec + 999_999) // 1_000_000
     return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout_ms, sigmask_ptr)
 
@@ -158,33 +165,34 @@ def epoll_pwait2(
 
 
 @syscall("inotify_init1", CLOEXEC_NONBLOCK)
-def inotify_init1(proc: Process, flags: int) -> int:
-    return host_syscall(HOST_INOTIFY_INIT1, flags)
+def inotify_init1(proc: GuestProcess, flags: int) -> int:
+    return host_syscall(HOST_SYS_INOTIFY_INIT1, flags)
 
 
 @syscall("inotify_add_watch", FD, PATH, ULONG)
-def inotify_add_watch(proc: Process, fd: int, path: bytes | None, mask: int) -> int:
+def inotify_add_watch(proc: GuestProcess, fd: int, path: bytes | None, mask: int) -> int:
     if path is None:
         return -errno.EFAULT
     host = ctypes.create_string_buffer(proc.host_path(path))
-    return host_syscall(HOST_INOTIFY_ADD_WATCH, fd, host, mask & 0xFFFF_FFFF)
+    return host_syscall(HOST_SYS_INOTIFY_ADD_WATCH, fd, host, mask & 0xFFFF_FFFF)
 
 
 @syscall("inotify_rm_watch", FD, INT)
-def inotify_rm_watch(proc: Process, fd: int, wd: int) -> int:
-    return host_syscall(HOST_INOTIFY_RM_WATCH, fd, wd)
+def inotify_rm_watch(proc: GuestProcess, fd: int, wd: int) -> int:
+    return host_syscall(HOST_SYS_INOTIFY_RM_WATCH, fd, wd)
 
 
 # ---- signalfd --------------------------------------------------------------------------------
 
 
-@syscall("signalfd4", FD, PTR, ULONG, CLOEXEC_NONBLOCK)
-def signalfd4(proc: Process, fd: int, mask_ptr: int, sizemask: int, flags: int) -> int:
-    if sizemask != 8 or flags & ~(O_CLOEXEC | O_NONBLOCK):
+@syscall("signalfd4", MAYBE_FD, PTR, ULONG, CLOEXEC_NONBLOCK)
+def signalfd4(proc: GuestProcess, fd: int, mask_ptr: int, sizemask: int, flags: int) -> int:
+    if sizemask != SIGSET_SIZE or flags & ~(O_CLOEXEC | O_NONBLOCK):
         return -errno.EINVAL
-    mask = struct.unpack("<Q", proc.mem.read(mask_ptr, 8))[0]
+    mask = SIGSET.unpack(proc.mem.read(mask_ptr, SIGSET_SIZE)).sig
     if fd != -1:
         if fd not in proc.signalfds:
+            os.fstat(guest_fd(proc, fd))  # EBADF for no fd at all, as Linux checks first
             return -errno.EINVAL
         proc.signalfds[fd].mask = mask
         return fd

@@ -17,22 +17,77 @@ import ctypes
 import errno
 import fcntl as host_fcntl
 import os
-import struct
+from stat import S_ISREG
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls import hostio
-from qemuser.syscalls.abi import fcntl as abi_fcntl
+from qemuser.host import libc as host_libc
+from qemuser.host.libc import UNMAPPED_HOST_ADDRESS, host_syscall
+from qemuser.host.sysnums import (
+    HOST_SYS_CLOSE_RANGE,
+    HOST_SYS_COPY_FILE_RANGE,
+    HOST_SYS_DUP3,
+    HOST_SYS_FACCESSAT2,
+    HOST_SYS_FADVISE64,
+    HOST_SYS_FALLOCATE,
+    HOST_SYS_FCHMOD,
+    HOST_SYS_FCHMODAT,
+    HOST_SYS_FCHOWN,
+    HOST_SYS_FCHOWNAT,
+    HOST_SYS_FCNTL,
+    HOST_SYS_FLOCK,
+    HOST_SYS_FSTATFS,
+    HOST_SYS_GETDENTS64,
+    HOST_SYS_LINKAT,
+    HOST_SYS_MEMFD_CREATE,
+    HOST_SYS_MKDIRAT,
+    HOST_SYS_MKNODAT,
+    HOST_SYS_NAME_TO_HANDLE_AT,
+    HOST_SYS_OPEN_BY_HANDLE_AT,
+    HOST_SYS_OPENAT,
+    HOST_SYS_PREADV2,
+    HOST_SYS_PWRITEV2,
+    HOST_SYS_READAHEAD,
+    HOST_SYS_READLINKAT,
+    HOST_SYS_RENAMEAT2,
+    HOST_SYS_SENDFILE,
+    HOST_SYS_SPLICE,
+    HOST_SYS_STATFS,
+    HOST_SYS_STATX,
+    HOST_SYS_SYMLINKAT,
+    HOST_SYS_SYNC_FILE_RANGE,
+    HOST_SYS_SYNCFS,
+    HOST_SYS_TEE,
+    HOST_SYS_TRUNCATE,
+    HOST_SYS_UNLINKAT,
+    HOST_SYS_UTIMENSAT,
+    HOST_SYS_VMSPLICE,
+    HOST_SYS_XATTR,
+)
+from qemuser.loader.fault import GuestFault
+from qemuser.syscalls.abi import filecontrol as abi_fcntl
 from qemuser.syscalls.abi.dirent import guest_dirents
-from qemuser.syscalls.abi.fcntl import F_OWNER_EX, FLOCK
-from qemuser.syscalls.abi.stat import (
+from qemuser.syscalls.abi.filecontrol import F_OWNER_EX, FLOCK
+from qemuser.syscalls.abi.filehandle import (
+    AT_HANDLE_MNT_ID_UNIQUE,
+    FILE_HANDLE_HEAD,
+    HANDLE_BYTES,
+    MAX_HANDLE_SZ,
+    MOUNT_ID,
+    MOUNT_ID_UNIQUE,
+)
+from qemuser.syscalls.abi.filestat import (
+    STAT,
     STATFS,
     STATX,
     STATX_BASIC_STATS,
-    TIMESPEC,
+    Statx,
     guest_statx,
     stat_from_statx,
 )
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import (
+from qemuser.syscalls.abi.scalars import FD_PAIR, LOFF_T
+from qemuser.syscalls.abi.sockets import IOVEC, UIO_MAXIOV
+from qemuser.syscalls.abi.timespec import TIMESPEC
+from qemuser.syscalls.argkinds import (
     DIRFD,
     FD,
     INT,
@@ -46,10 +101,15 @@ from qemuser.syscalls.registry import (
     Flags,
     InBuf,
     OutBuf,
+    StructIn,
     StructOut,
     s32,
-    syscall,
 )
+from qemuser.syscalls.registry import syscall
+from qemuser.syscalls.sysnums import GENERIC
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
@@ -58,65 +118,12 @@ AT_SYMLINK_FOLLOW = 0x400
 AT_NO_AUTOMOUNT = 0x800
 AT_EMPTY_PATH = 0x1000
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-# Host (x86_64) system-call numbers: arch/x86/entry/syscalls/syscall_64.tbl.
-HOST_SYS_SENDFILE = 40
-HOST_SYS_TRUNCATE = 76
-HOST_SYS_FCHMOD = 91
-HOST_SYS_FCHOWN = 93
-HOST_SYS_STATFS = 137
-HOST_SYS_FSTATFS = 138
-HOST_SYS_GETDENTS64 = 217
-HOST_SYS_OPENAT = 257
-HOST_SYS_MKDIRAT = 258
-HOST_SYS_MKNODAT = 259
-HOST_SYS_FCHOWNAT = 260
-HOST_SYS_UNLINKAT = 263
-HOST_SYS_LINKAT = 265
-HOST_SYS_SYMLINKAT = 266
-HOST_SYS_READLINKAT = 267
-HOST_SYS_FCHMODAT = 268
-HOST_SYS_UTIMENSAT = 280
-HOST_SYS_FALLOCATE = 285
-HOST_SYS_DUP3 = 292
-HOST_SYS_SYNCFS = 306
-HOST_SYS_RENAMEAT2 = 316
-HOST_SYS_MEMFD_CREATE = 319
-HOST_SYS_COPY_FILE_RANGE = 326
-HOST_SYS_PREADV2 = 327
-HOST_SYS_PWRITEV2 = 328
-HOST_SYS_STATX = 332
-HOST_SYS_FACCESSAT2 = 439
-
-
-def host_syscall(number: int, *args: object) -> int:
-    """A raw host system call; OSError on failure.
-
-    Arguments: ints (passed as long), bytes (a NUL-terminated char *), None (NULL), or ctypes
-    objects (arrays, pointers) passed as they are.
-    """
-    converted = []
-    for a in args:
-        if isinstance(a, int):
-            converted.append(ctypes.c_long(a))
-        elif a is None:
-            converted.append(ctypes.c_void_p(None))
-        else:
-            converted.append(a)
-    result = _libc.syscall(ctypes.c_long(number), *converted)
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return result
-
 
 class OpenFlagsKind(ArgKind):
-    def decode(self, proc: Process, raw: int) -> int:
+    def decode(self, proc: GuestProcess, raw: int) -> int:
         return raw & 0xFFFF_FFFF
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         value = raw & 0xFFFF_FFFF
         parts = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[value & 3]]
         value &= ~3
@@ -132,7 +139,7 @@ class OpenFlagsKind(ArgKind):
 class GuestFlagsKind(OpenFlagsKind):
     """Open flags without an access mode (pipe2, dup3): names only."""
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         value = raw & 0xFFFF_FFFF
         parts = []
         for bit, name in proc.open_codec.names().items():
@@ -161,7 +168,7 @@ SEEK = Enum({0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SE
 # ---- paths -----------------------------------------------------------------------------------
 
 
-def proc_self_path(proc: Process, path: bytes) -> bytes | None:
+def proc_self_path(proc: GuestProcess, path: bytes) -> bytes | None:
     """/proc/self/exe names the guest program, not the emulator."""
     for prefix in (b"/proc/self/", f"/proc/{proc.pid}/".encode()):
         if path.startswith(prefix) and path[len(prefix) :] == b"exe":
@@ -169,7 +176,7 @@ def proc_self_path(proc: Process, path: bytes) -> bytes | None:
     return None
 
 
-def resolve(proc: Process, path: bytes) -> bytes:
+def resolve(proc: GuestProcess, path: bytes) -> bytes:
     """A guest path to look a file up by: /proc/self/exe, then the sysroot first."""
     special = proc_self_path(proc, path)
     if special is not None:
@@ -177,7 +184,7 @@ def resolve(proc: Process, path: bytes) -> bytes:
     return proc.host_path(path)
 
 
-def as_given(proc: Process, path: bytes) -> bytes:
+def as_given(proc: GuestProcess, path: bytes) -> bytes:
     """A guest path that creates, changes or removes a name: never redirected to the sysroot."""
     special = proc_self_path(proc, path)
     return path if special is None else special
@@ -189,11 +196,9 @@ def need_path(path: bytes | None) -> bytes:
     return path
 
 
-def show_stat(proc: Process, addr: int) -> str:
-    data = proc.mem.read(addr, 128)
-    (mode,) = struct.unpack_from("<I", data, 16)
-    (size,) = struct.unpack_from("<q", data, 48)
-    return f"{{st_mode={_mode_text(mode)},st_size={size},...}}"
+def show_stat(proc: GuestProcess, addr: int) -> str:
+    st = STAT.unpack(proc.mem.read(addr, STAT.size))
+    return f"{{st_mode={_mode_text(st.st_mode)},st_size={st.st_size},...}}"
 
 
 def _mode_text(mode: int) -> str:
@@ -215,8 +220,8 @@ STAT_OUT = StructOut(show_stat)
 # ---- open / close ----------------------------------------------------------------------------
 
 
-@syscall("openat", DIRFD, PATH, OPEN_FLAGS, OCTAL)
-def openat(proc: Process, dirfd: int, path: bytes | None, flags: int, mode: int) -> int:
+@syscall("openat", DIRFD, PATH, OPEN_FLAGS, OCTAL, blocks=True)
+def openat(proc: GuestProcess, dirfd: int, path: bytes | None, flags: int, mode: int) -> int:
     path = need_path(path)
     synthetic = proc.open_special(path, flags)
     if synthetic is not None:
@@ -227,7 +232,7 @@ def openat(proc: Process, dirfd: int, path: bytes | None, flags: int, mode: int)
 
 
 @syscall("close", FD)
-def close(proc: Process, fd: int) -> int:
+def close(proc: GuestProcess, fd: int) -> int:
     if fd in proc.host_fd_reserved:
         return -errno.EBADF
     os.close(fd)
@@ -236,11 +241,10 @@ def close(proc: Process, fd: int) -> int:
 
 CLOSE_RANGE_UNSHARE = 2
 CLOSE_RANGE_CLOEXEC = 4
-HOST_SYS_CLOSE_RANGE = 436
 
 
 @syscall("close_range", INT, INT, Flags({2: "CLOSE_RANGE_UNSHARE", 4: "CLOSE_RANGE_CLOEXEC"}))
-def close_range(proc: Process, first: int, last: int, flags: int) -> int:
+def close_range(proc: GuestProcess, first: int, last: int, flags: int) -> int:
     first &= 0xFFFF_FFFF
     last &= 0xFFFF_FFFF
     if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
@@ -262,71 +266,68 @@ def close_range(proc: Process, first: int, last: int, flags: int) -> int:
 MAX_RW_COUNT = 0x7FFFF000  # Linux caps one read/write at INT_MAX rounded down to a page
 
 
-def check_writable(proc: Process, buf: int, count: int) -> None:
+def check_writable(proc: GuestProcess, buf: int, count: int) -> None:
     """Fail with EFAULT before consuming input that could not be delivered (as qemu-user)."""
     proc.mem.check_writable(buf, count)
 
 
-@syscall("read", FD, OutBuf(2), ULONG)
-def read(proc: Process, fd: int, buf: int, count: int) -> int:
+@syscall("read", FD, OutBuf(2), ULONG, blocks=True)
+def read(proc: GuestProcess, fd: int, buf: int, count: int) -> int:
     if count > MAX_RW_COUNT:
         count = MAX_RW_COUNT
     elif not count:
-        return hostio.read_into(fd, 0, 0)  # the fd is still checked
+        return host_libc.read_into(fd, 0, 0)  # the fd is still checked
     # EFAULT before consuming input that could not be delivered (as qemu-user)
     host = proc.mem.host_span(buf, count, True)
     if host:
-        return hostio.read_into(fd, host, count)
-    data = hostio.read(fd, count)  # a signal interrupts it as on Linux (os.read retries)
+        return host_libc.read_into(fd, host, count)
+    data = host_libc.read(fd, count)  # a signal interrupts it as on Linux (os.read retries)
     proc.mem.write(buf, data)
     return len(data)
 
 
-@syscall("write", FD, InBuf(2), ULONG)
-def write(proc: Process, fd: int, buf: int, count: int) -> int:
+@syscall("write", FD, InBuf(2), ULONG, blocks=True)
+def write(proc: GuestProcess, fd: int, buf: int, count: int) -> int:
     if count > MAX_RW_COUNT:
         count = MAX_RW_COUNT
     elif not count:
-        return hostio.write_from(fd, 0, 0)
+        return host_libc.write_from(fd, 0, 0)
     host = proc.mem.host_span(buf, count, False)
     if host:
-        return hostio.write_from(fd, host, count)
-    return hostio.write(fd, proc.mem.read(buf, count))
+        return host_libc.write_from(fd, host, count)
+    return host_libc.write(fd, proc.mem.read(buf, count))
 
 
-@syscall("pread64", FD, OutBuf(2), ULONG, LONG)
-def pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
+@syscall("pread64", FD, OutBuf(2), ULONG, LONG, blocks=True)
+def pread64(proc: GuestProcess, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     count = min(count, MAX_RW_COUNT)
     host = proc.mem.host_span(buf, count, write=True) if count else 0
     if host or not count:
-        return hostio.pread_into(fd, host, count, offset)
+        return host_libc.pread_into(fd, host, count, offset)
     data = os.pread(fd, count, offset)
     proc.mem.write(buf, data)
     return len(data)
 
 
-@syscall("pwrite64", FD, InBuf(2), ULONG, LONG)
-def pwrite64(proc: Process, fd: int, buf: int, count: int, offset: int) -> int:
+@syscall("pwrite64", FD, InBuf(2), ULONG, LONG, blocks=True)
+def pwrite64(proc: GuestProcess, fd: int, buf: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     count = min(count, MAX_RW_COUNT)
     host = proc.mem.host_span(buf, count, write=False) if count else 0
     if host or not count:
-        return hostio.pwrite_from(fd, host, count, offset)
+        return host_libc.pwrite_from(fd, host, count, offset)
     return os.pwrite(fd, proc.mem.read(buf, count), offset)
 
 
-UIO_MAXIOV = 1024
-
-
-def read_iovec(proc: Process, iov: int, count: int) -> list[tuple[int, int]]:
+def read_iovec(proc: GuestProcess, iov: int, count: int) -> list[tuple[int, int]]:
     """struct iovec[] (include/uapi/linux/uio.h): {void *iov_base; size_t iov_len}."""
     if count < 0 or count > UIO_MAXIOV:
         raise OSError(errno.EINVAL, "bad iovcnt")
-    data = proc.mem.read(iov, 16 * count)
-    vecs = [struct.unpack_from("<QQ", data, 16 * i) for i in range(count)]
+    data = proc.mem.read(iov, IOVEC.size * count)
+    vecs = [IOVEC.unpack(data, IOVEC.size * i) for i in range(count)]
     if any(length >> 63 for _, length in vecs):  # a negative ssize_t length
         raise OSError(errno.EINVAL, "iovec too long")
     return vecs
@@ -336,7 +337,7 @@ def _iov_total(vecs: list[tuple[int, int]]) -> int:
     return min(sum(length for _, length in vecs), MAX_RW_COUNT)
 
 
-def scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
+def scatter(proc: GuestProcess, vecs: list[tuple[int, int]], data: bytes) -> None:
     pos = 0
     for base, length in vecs:
         if pos >= len(data):
@@ -346,16 +347,45 @@ def scatter(proc: Process, vecs: list[tuple[int, int]], data: bytes) -> None:
         pos += len(chunk)
 
 
-def check_scatter(proc: Process, vecs: list[tuple[int, int]]) -> None:
+def check_scatter(proc: GuestProcess, vecs: list[tuple[int, int]]) -> None:
     for base, length in vecs:
         check_writable(proc, base, length)
 
 
-def _gather(proc: Process, vecs: list[tuple[int, int]]) -> bytes:
+def _gather(proc: GuestProcess, vecs: list[tuple[int, int]]) -> bytes:
     return b"".join(proc.mem.read(base, length) for base, length in vecs)
 
 
-def host_iovec(proc: Process, vecs: list[tuple[int, int]], fill: bool) -> ctypes.Array | None:
+def transferable(
+    proc: GuestProcess, fd: int, vecs: list[tuple[int, int]], fill: bool
+) -> list[tuple[int, int]]:
+    """As Linux for a regular file: a vectored transfer stops at the first byte the guest may
+    not access (for a read: may not write), and what comes before it is done; GuestFault
+    (EFAULT) when nothing could be. Only called once an entry has faulted. A pipe or a socket
+    fails whole, its input kept (pipe_read gives EFAULT for a partly copied buffer), and an
+    entry reaching past the user address space fails the call at once (access_ok)."""
+    task_size = proc.linux.task_size
+    if any(length and base + length > task_size for base, length in vecs):
+        raise GuestFault(task_size, fill)
+    if not S_ISREG(os.fstat(fd).st_mode):
+        raise GuestFault(vecs[0][0], fill)
+    page = proc.mem.page_size
+    for i, (base, length) in enumerate(vecs):
+        done = 0
+        while done < length:
+            chunk = min(length - done, page - (base + done) % page)
+            try:
+                proc.mem.host_span(base + done, chunk, fill)  # GuestFault: no access
+            except GuestFault:
+                prefix = vecs[:i] + ([(base, done)] if done else [])
+                if not any(n for _, n in prefix):
+                    raise
+                return prefix
+            done += chunk
+    return vecs
+
+
+def host_iovec(proc: GuestProcess, vecs: list[tuple[int, int]], fill: bool) -> ctypes.Array | None:
     """The guest's iovec as the host's (struct iovec has the same layout on both), pointing
     straight into guest memory; GuestFault when an entry is not accessible, None when one
     must go through copies (see AddressSpace.host_span)."""
@@ -370,25 +400,25 @@ def host_iovec(proc: Process, vecs: list[tuple[int, int]], fill: bool) -> ctypes
     return host_vecs
 
 
-@syscall("readv", FD, PTR, INT)
-def readv(proc: Process, fd: int, iov: int, count: int) -> int:
+@syscall("readv", FD, PTR, INT, blocks=True)
+def readv(proc: GuestProcess, fd: int, iov: int, count: int) -> int:
     return preadv2(proc, fd, iov, count, -1, 0, 0)  # offset -1: the file position
 
 
-@syscall("writev", FD, PTR, INT)
-def writev(proc: Process, fd: int, iov: int, count: int) -> int:
+@syscall("writev", FD, PTR, INT, blocks=True)
+def writev(proc: GuestProcess, fd: int, iov: int, count: int) -> int:
     return pwritev2(proc, fd, iov, count, -1, 0, 0)
 
 
-@syscall("preadv", FD, PTR, INT, LONG)
-def preadv(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
+@syscall("preadv", FD, PTR, INT, LONG, blocks=True)
+def preadv(proc: GuestProcess, fd: int, iov: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     return preadv2(proc, fd, iov, count, offset, 0, 0)
 
 
-@syscall("pwritev", FD, PTR, INT, LONG)
-def pwritev(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
+@syscall("pwritev", FD, PTR, INT, LONG, blocks=True)
+def pwritev(proc: GuestProcess, fd: int, iov: int, count: int, offset: int) -> int:
     if offset < 0:
         return -errno.EINVAL
     return pwritev2(proc, fd, iov, count, offset, 0, 0)
@@ -400,14 +430,19 @@ def pwritev(proc: Process, fd: int, iov: int, count: int, offset: int) -> int:
 
 @syscall("preadv2", FD, PTR, INT, LONG, LONG, INT)
 def preadv2(
-    proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
+    proc: GuestProcess, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
 ) -> int:
     vecs = read_iovec(proc, iov, count)
     flags &= 0xFFFF_FFFF
-    direct = host_iovec(proc, vecs, fill=True)
+    try:
+        direct = host_iovec(proc, vecs, fill=True)
+        if direct is None:
+            check_scatter(proc, vecs)  # EFAULT before consuming input it could not deliver
+    except GuestFault:
+        vecs = transferable(proc, fd, vecs, fill=True)
+        direct = host_iovec(proc, vecs, fill=True)
     if direct is not None:
         return host_syscall(HOST_SYS_PREADV2, fd, direct, len(vecs), offset, 0, flags)
-    check_scatter(proc, vecs)  # EFAULT before consuming input that could not be delivered
     total = _iov_total(vecs)
     buffer = ctypes.create_string_buffer(max(total, 1))
     host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), total)
@@ -418,21 +453,26 @@ def preadv2(
 
 @syscall("pwritev2", FD, PTR, INT, LONG, LONG, INT)
 def pwritev2(
-    proc: Process, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
+    proc: GuestProcess, fd: int, iov: int, count: int, offset: int, _pos_h: int, flags: int
 ) -> int:
     vecs = read_iovec(proc, iov, count)
     flags &= 0xFFFF_FFFF
-    direct = host_iovec(proc, vecs, fill=False)
+    try:
+        direct = host_iovec(proc, vecs, fill=False)
+        data = b"" if direct is not None else _gather(proc, vecs)
+    except GuestFault:
+        vecs = transferable(proc, fd, vecs, fill=False)
+        direct = host_iovec(proc, vecs, fill=False)
+        data = b"" if direct is not None else _gather(proc, vecs)
     if direct is not None:
         return host_syscall(HOST_SYS_PWRITEV2, fd, direct, len(vecs), offset, 0, flags)
-    data = _gather(proc, vecs)
     buffer = ctypes.create_string_buffer(data, max(len(data), 1))
     host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), len(data))
     return host_syscall(HOST_SYS_PWRITEV2, fd, host_iov, 1, offset, 0, flags)
 
 
 @syscall("lseek", FD, LONG, SEEK)
-def lseek(proc: Process, fd: int, offset: int, whence: int) -> int:
+def lseek(proc: GuestProcess, fd: int, offset: int, whence: int) -> int:
     return os.lseek(fd, offset, whence)
 
 
@@ -442,14 +482,14 @@ STATX_RESERVED = 0x8000_0000
 NEWFSTATAT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH
 
 
-def host_statx(dirfd: int, host_path: bytes, flags: int, mask: int) -> dict[str, object]:
+def host_statx(dirfd: int, host_path: bytes, flags: int, mask: int) -> Statx:
     """The host's statx() of a path (or of dirfd itself with AT_EMPTY_PATH and b"")."""
     buffer = ctypes.create_string_buffer(STATX.size)
     host_syscall(HOST_SYS_STATX, dirfd, host_path, flags, mask, buffer)
     return STATX.unpack(buffer.raw)
 
 
-def _stat_path(proc: Process, path: bytes | None, flags: int) -> bytes:
+def _stat_path(proc: GuestProcess, path: bytes | None, flags: int) -> bytes:
     # A NULL path with AT_EMPTY_PATH means the fd itself (Linux 6.11 and later).
     if path is None:
         if flags & AT_EMPTY_PATH:
@@ -459,13 +499,13 @@ def _stat_path(proc: Process, path: bytes | None, flags: int) -> bytes:
 
 
 @syscall("fstat", FD, STAT_OUT)
-def fstat(proc: Process, fd: int, statbuf: int) -> int:
+def fstat(proc: GuestProcess, fd: int, statbuf: int) -> int:
     proc.mem.write(statbuf, stat_from_statx(host_statx(fd, b"", AT_EMPTY_PATH, STATX_BASIC_STATS)))
     return 0
 
 
 @syscall("newfstatat", DIRFD, PATH, STAT_OUT, AT_FLAGS)
-def newfstatat(proc: Process, dirfd: int, path: bytes | None, statbuf: int, flags: int) -> int:
+def newfstatat(proc: GuestProcess, dirfd: int, path: bytes | None, statbuf: int, flags: int) -> int:
     if flags & ~NEWFSTATAT_FLAGS:
         return -errno.EINVAL
     host = _stat_path(proc, path, flags)
@@ -474,7 +514,9 @@ def newfstatat(proc: Process, dirfd: int, path: bytes | None, statbuf: int, flag
 
 
 @syscall("statx", DIRFD, PATH, AT_FLAGS, Flags({}), PTR)
-def statx(proc: Process, dirfd: int, path: bytes | None, flags: int, mask: int, buf: int) -> int:
+def statx(
+    proc: GuestProcess, dirfd: int, path: bytes | None, flags: int, mask: int, buf: int
+) -> int:
     if mask & STATX_RESERVED:
         return -errno.EINVAL
     host = _stat_path(proc, path, flags)
@@ -483,7 +525,7 @@ def statx(proc: Process, dirfd: int, path: bytes | None, flags: int, mask: int, 
 
 
 @syscall("readlinkat", DIRFD, PATH, OutBuf(3), INT)
-def readlinkat(proc: Process, dirfd: int, path: bytes | None, buf: int, size: int) -> int:
+def readlinkat(proc: GuestProcess, dirfd: int, path: bytes | None, buf: int, size: int) -> int:
     path = need_path(path)
     if size <= 0:
         return -errno.EINVAL
@@ -500,18 +542,18 @@ def readlinkat(proc: Process, dirfd: int, path: bytes | None, buf: int, size: in
 
 
 @syscall("faccessat", DIRFD, PATH, OCTAL)
-def faccessat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
+def faccessat(proc: GuestProcess, dirfd: int, path: bytes | None, mode: int) -> int:
     return faccessat2(proc, dirfd, path, mode, 0)
 
 
 @syscall("faccessat2", DIRFD, PATH, OCTAL, AT_FLAGS)
-def faccessat2(proc: Process, dirfd: int, path: bytes | None, mode: int, flags: int) -> int:
+def faccessat2(proc: GuestProcess, dirfd: int, path: bytes | None, mode: int, flags: int) -> int:
     path = need_path(path)
     return host_syscall(HOST_SYS_FACCESSAT2, dirfd, resolve(proc, path), mode, flags)
 
 
 @syscall("getdents64", FD, PTR, ULONG)
-def getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
+def getdents64(proc: GuestProcess, fd: int, dirp: int, count: int) -> int:
     count = min(count, 1 << 20)
     check_writable(proc, dirp, count)
     buffer = ctypes.create_string_buffer(max(count, 1))
@@ -524,7 +566,7 @@ def getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
 
 
 @syscall("getcwd", OutBuf(1), ULONG)
-def getcwd(proc: Process, buf: int, size: int) -> int:
+def getcwd(proc: GuestProcess, buf: int, size: int) -> int:
     cwd = os.getcwdb() + b"\0"
     if size < len(cwd):
         return -errno.ERANGE
@@ -533,38 +575,38 @@ def getcwd(proc: Process, buf: int, size: int) -> int:
 
 
 @syscall("chdir", PATH)
-def chdir(proc: Process, path: bytes | None) -> int:
+def chdir(proc: GuestProcess, path: bytes | None) -> int:
     os.chdir(as_given(proc, need_path(path)))
     return 0
 
 
 @syscall("fchdir", FD)
-def fchdir(proc: Process, fd: int) -> int:
+def fchdir(proc: GuestProcess, fd: int) -> int:
     os.fchdir(fd)
     return 0
 
 
 @syscall("chroot", PATH)
-def chroot(proc: Process, path: bytes | None) -> int:
+def chroot(proc: GuestProcess, path: bytes | None) -> int:
     # Changes the emulator's root too: afterwards the guest sees only what lies below it.
     os.chroot(as_given(proc, need_path(path)))
     return 0
 
 
 @syscall("mkdirat", DIRFD, PATH, OCTAL)
-def mkdirat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
+def mkdirat(proc: GuestProcess, dirfd: int, path: bytes | None, mode: int) -> int:
     return host_syscall(HOST_SYS_MKDIRAT, dirfd, as_given(proc, need_path(path)), mode)
 
 
 @syscall("mknodat", DIRFD, PATH, OCTAL, ULONG)
-def mknodat(proc: Process, dirfd: int, path: bytes | None, mode: int, dev: int) -> int:
+def mknodat(proc: GuestProcess, dirfd: int, path: bytes | None, mode: int, dev: int) -> int:
     # dev is the kernel's `unsigned int` encoding (new_encode_dev), the same on the host
     host = as_given(proc, need_path(path))
     return host_syscall(HOST_SYS_MKNODAT, dirfd, host, mode, dev & 0xFFFF_FFFF)
 
 
 @syscall("unlinkat", DIRFD, PATH, AT_FLAGS)
-def unlinkat(proc: Process, dirfd: int, path: bytes | None, flags: int) -> int:
+def unlinkat(proc: GuestProcess, dirfd: int, path: bytes | None, flags: int) -> int:
     return host_syscall(HOST_SYS_UNLINKAT, dirfd, as_given(proc, need_path(path)), flags)
 
 
@@ -572,13 +614,15 @@ RENAME_FLAGS = Flags({1: "RENAME_NOREPLACE", 2: "RENAME_EXCHANGE", 4: "RENAME_WH
 
 
 @syscall("renameat", DIRFD, PATH, DIRFD, PATH)
-def renameat(proc: Process, olddir: int, old: bytes | None, newdir: int, new: bytes | None) -> int:
+def renameat(
+    proc: GuestProcess, olddir: int, old: bytes | None, newdir: int, new: bytes | None
+) -> int:
     return renameat2(proc, olddir, old, newdir, new, 0)
 
 
 @syscall("renameat2", DIRFD, PATH, DIRFD, PATH, RENAME_FLAGS)
 def renameat2(
-    proc: Process, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
+    proc: GuestProcess, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
 ) -> int:
     return host_syscall(
         HOST_SYS_RENAMEAT2,
@@ -591,7 +635,7 @@ def renameat2(
 
 
 @syscall("symlinkat", PATH, DIRFD, PATH)
-def symlinkat(proc: Process, target: bytes | None, dirfd: int, path: bytes | None) -> int:
+def symlinkat(proc: GuestProcess, target: bytes | None, dirfd: int, path: bytes | None) -> int:
     # the target is stored as the guest wrote it: it is resolved when the link is followed
     return host_syscall(
         HOST_SYS_SYMLINKAT, need_path(target), dirfd, as_given(proc, need_path(path))
@@ -600,7 +644,7 @@ def symlinkat(proc: Process, target: bytes | None, dirfd: int, path: bytes | Non
 
 @syscall("linkat", DIRFD, PATH, DIRFD, PATH, AT_FLAGS)
 def linkat(
-    proc: Process, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
+    proc: GuestProcess, olddir: int, old: bytes | None, newdir: int, new: bytes | None, flags: int
 ) -> int:
     return host_syscall(
         HOST_SYS_LINKAT,
@@ -616,82 +660,84 @@ def linkat(
 
 
 @syscall("fchmod", FD, OCTAL)
-def fchmod(proc: Process, fd: int, mode: int) -> int:
+def fchmod(proc: GuestProcess, fd: int, mode: int) -> int:
     return host_syscall(HOST_SYS_FCHMOD, fd, mode)
 
 
 @syscall("fchmodat", DIRFD, PATH, OCTAL)
-def fchmodat(proc: Process, dirfd: int, path: bytes | None, mode: int) -> int:
+def fchmodat(proc: GuestProcess, dirfd: int, path: bytes | None, mode: int) -> int:
     return host_syscall(HOST_SYS_FCHMODAT, dirfd, as_given(proc, need_path(path)), mode)
 
 
 @syscall("fchown", FD, INT, INT)
-def fchown(proc: Process, fd: int, uid: int, gid: int) -> int:
+def fchown(proc: GuestProcess, fd: int, uid: int, gid: int) -> int:
     # uid_t/gid_t are unsigned: -1 (0xffffffff) leaves the id unchanged
     return host_syscall(HOST_SYS_FCHOWN, fd, uid & 0xFFFF_FFFF, gid & 0xFFFF_FFFF)
 
 
 @syscall("fchownat", DIRFD, PATH, INT, INT, AT_FLAGS)
-def fchownat(proc: Process, dirfd: int, path: bytes | None, uid: int, gid: int, flags: int) -> int:
+def fchownat(
+    proc: GuestProcess, dirfd: int, path: bytes | None, uid: int, gid: int, flags: int
+) -> int:
     host = as_given(proc, need_path(path))
     return host_syscall(HOST_SYS_FCHOWNAT, dirfd, host, uid & 0xFFFF_FFFF, gid & 0xFFFF_FFFF, flags)
 
 
 @syscall("utimensat", DIRFD, PATH, PTR, AT_FLAGS)
-def utimensat(proc: Process, dirfd: int, path: bytes | None, times: int, flags: int) -> int:
+def utimensat(proc: GuestProcess, dirfd: int, path: bytes | None, times: int, flags: int) -> int:
     # A NULL path means dirfd itself (futimens). The host validates nanoseconds and flags.
     host_times = None
     if times:
         values = []
         for i in range(2):
             spec = TIMESPEC.unpack(proc.mem.read(times + i * TIMESPEC.size, TIMESPEC.size))
-            values += [spec["tv_sec"], spec["tv_nsec"]]
+            values += [spec.tv_sec, spec.tv_nsec]
         host_times = (ctypes.c_int64 * 4)(*values)  # x86_64 timespec: two 64-bit words too
     host = None if path is None else as_given(proc, path)
     return host_syscall(HOST_SYS_UTIMENSAT, dirfd, host, host_times, flags)
 
 
 @syscall("ftruncate", FD, LONG)
-def ftruncate(proc: Process, fd: int, length: int) -> int:
+def ftruncate(proc: GuestProcess, fd: int, length: int) -> int:
     os.ftruncate(fd, length)
     return 0
 
 
 @syscall("truncate", PATH, LONG)
-def truncate(proc: Process, path: bytes | None, length: int) -> int:
+def truncate(proc: GuestProcess, path: bytes | None, length: int) -> int:
     return host_syscall(HOST_SYS_TRUNCATE, as_given(proc, need_path(path)), length)
 
 
 @syscall("fallocate", FD, INT, LONG, LONG)
-def fallocate(proc: Process, fd: int, mode: int, offset: int, length: int) -> int:
+def fallocate(proc: GuestProcess, fd: int, mode: int, offset: int, length: int) -> int:
     return host_syscall(HOST_SYS_FALLOCATE, fd, mode, offset, length)
 
 
-@syscall("fsync", FD)
-def fsync(proc: Process, fd: int) -> int:
+@syscall("fsync", FD, blocks=True)
+def fsync(proc: GuestProcess, fd: int) -> int:
     os.fsync(fd)
     return 0
 
 
-@syscall("fdatasync", FD)
-def fdatasync(proc: Process, fd: int) -> int:
+@syscall("fdatasync", FD, blocks=True)
+def fdatasync(proc: GuestProcess, fd: int) -> int:
     os.fdatasync(fd)
     return 0
 
 
 @syscall("sync")
-def sync(proc: Process) -> int:
+def sync(proc: GuestProcess) -> int:
     os.sync()
     return 0
 
 
 @syscall("syncfs", FD)
-def syncfs(proc: Process, fd: int) -> int:
+def syncfs(proc: GuestProcess, fd: int) -> int:
     return host_syscall(HOST_SYS_SYNCFS, fd)
 
 
 @syscall("umask", OCTAL)
-def umask(proc: Process, mask: int) -> int:
+def umask(proc: GuestProcess, mask: int) -> int:
     previous = os.umask(mask & 0o777)
     proc.umask_value = mask & 0o777
     return previous
@@ -701,12 +747,12 @@ def umask(proc: Process, mask: int) -> int:
 
 
 @syscall("dup", FD)
-def dup(proc: Process, fd: int) -> int:
+def dup(proc: GuestProcess, fd: int) -> int:
     return host_fcntl.fcntl(fd, abi_fcntl.F_DUPFD, 0)  # os.dup would set FD_CLOEXEC
 
 
 @syscall("dup3", FD, FD, GUEST_FLAGS)
-def dup3(proc: Process, old: int, new: int, flags: int) -> int:
+def dup3(proc: GuestProcess, old: int, new: int, flags: int) -> int:
     if new in proc.host_fd_reserved:
         return -errno.EBADF
     # O_CLOEXEC has one value on every architecture; the host checks the rest (EINVAL)
@@ -714,10 +760,10 @@ def dup3(proc: Process, old: int, new: int, flags: int) -> int:
 
 
 @syscall("pipe2", PTR, GUEST_FLAGS)
-def pipe2(proc: Process, fds: int, flags: int) -> int:
+def pipe2(proc: GuestProcess, fds: int, flags: int) -> int:
     r, w = os.pipe2(proc.open_codec.to_host(flags))
     try:
-        proc.mem.write(fds, struct.pack("<ii", r, w))
+        proc.mem.write(fds, FD_PAIR.pack(fd0=r, fd1=w))
     except Exception:
         os.close(r)
         os.close(w)
@@ -784,7 +830,15 @@ INT_COMMANDS = {
 
 
 @syscall("fcntl", FD, Enum(F_NAMES), ULONG)
-def fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
+def fcntl(proc: GuestProcess, fd: int, cmd: int, arg: int) -> int | None:
+    sched = proc.sched
+    waits = cmd in (abi_fcntl.F_SETLKW, abi_fcntl.F_OFD_SETLKW)
+    if waits and sched.multi and not sched.on_worker():
+        # a lock wait may last until another guest thread unlocks (fcntl34): on this thread's
+        # worker, as a `blocks` call, so that the others go on
+        sched.offload(GENERIC["fcntl"], (fd, cmd, arg))
+        proc.uc.emu_stop()
+        return None
     if cmd in INT_COMMANDS:
         return host_fcntl.fcntl(fd, cmd, s32(arg))
     if cmd == abi_fcntl.F_GETFL:
@@ -793,25 +847,31 @@ def fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
         return host_fcntl.fcntl(fd, cmd, proc.open_codec.to_host(arg & 0xFFFF_FFFF))
     if cmd in LOCK_COMMANDS:
         lock = FLOCK.unpack(proc.mem.read(arg, FLOCK.size))
-        answer = FLOCK.unpack(host_fcntl.fcntl(fd, cmd, FLOCK.pack(**lock)))
+        # the host's call itself: Python's fcntl() retries on EINTR (PEP 475), and a signal
+        # must end an F_SETLKW wait as on Linux
+        record = ctypes.create_string_buffer(FLOCK.pack(lock), FLOCK.size)
+        host_syscall(HOST_SYS_FCNTL, fd, cmd, record)
+        answer = FLOCK.unpack(record.raw)
         if cmd in LOCK_QUERIES:
-            proc.mem.write(arg, FLOCK.pack(**answer))
+            proc.mem.write(arg, FLOCK.pack(answer))
         return 0
     if cmd == abi_fcntl.F_SETOWN_EX:
         owner = F_OWNER_EX.unpack(proc.mem.read(arg, F_OWNER_EX.size))
-        host_fcntl.fcntl(fd, cmd, F_OWNER_EX.pack(**owner))
+        host_fcntl.fcntl(fd, cmd, F_OWNER_EX.pack(owner))
         return 0
     if cmd == abi_fcntl.F_GETOWN_EX:
         owner = F_OWNER_EX.unpack(host_fcntl.fcntl(fd, cmd, bytes(F_OWNER_EX.size)))
-        proc.mem.write(arg, F_OWNER_EX.pack(**owner))
+        proc.mem.write(arg, F_OWNER_EX.pack(owner))
         return 0
     host_fcntl.fcntl(fd, abi_fcntl.F_GETFD)  # a bad fd is EBADF, as Linux checks it first
     return -errno.EINVAL
 
 
-@syscall("flock", FD, INT)
-def flock(proc: Process, fd: int, operation: int) -> int:
-    host_fcntl.flock(fd, operation)
+@syscall("flock", FD, INT, blocks=True)
+def flock(proc: GuestProcess, fd: int, operation: int) -> int:
+    # the host's call itself: Python's flock() retries on EINTR (PEP 475), and a signal must
+    # end a LOCK_EX wait with EINTR as on Linux (flock07)
+    host_syscall(HOST_SYS_FLOCK, fd, operation)
     return 0
 
 
@@ -820,11 +880,11 @@ def flock(proc: Process, fd: int, operation: int) -> int:
 
 def _guest_statfs(host_record: bytes) -> bytes:
     # x86_64's struct statfs is also asm-generic's 64-bit one: decode with the same layout
-    return STATFS.pack(**STATFS.unpack(host_record))
+    return STATFS.pack(STATFS.unpack(host_record))
 
 
 @syscall("statfs", PATH, PTR)
-def statfs(proc: Process, path: bytes | None, buf: int) -> int:
+def statfs(proc: GuestProcess, path: bytes | None, buf: int) -> int:
     record = ctypes.create_string_buffer(STATFS.size)
     host_syscall(HOST_SYS_STATFS, resolve(proc, need_path(path)), record)
     proc.mem.write(buf, _guest_statfs(record.raw))
@@ -832,27 +892,27 @@ def statfs(proc: Process, path: bytes | None, buf: int) -> int:
 
 
 @syscall("fstatfs", FD, PTR)
-def fstatfs(proc: Process, fd: int, buf: int) -> int:
+def fstatfs(proc: GuestProcess, fd: int, buf: int) -> int:
     record = ctypes.create_string_buffer(STATFS.size)
     host_syscall(HOST_SYS_FSTATFS, fd, record)
     proc.mem.write(buf, _guest_statfs(record.raw))
     return 0
 
 
-def _read_offset(proc: Process, pointer: int) -> ctypes.c_int64 | None:
+def _read_offset(proc: GuestProcess, pointer: int) -> ctypes.c_int64 | None:
     """A guest loff_t in/out argument as a host one (None for NULL)."""
     if not pointer:
         return None
-    return ctypes.c_int64(struct.unpack("<q", proc.mem.read(pointer, 8))[0])
+    return ctypes.c_int64(LOFF_T.unpack(proc.mem.read(pointer, LOFF_T.size)).value)
 
 
-def _write_offset(proc: Process, pointer: int, value: ctypes.c_int64 | None) -> None:
+def _write_offset(proc: GuestProcess, pointer: int, value: ctypes.c_int64 | None) -> None:
     if pointer and value is not None:
-        proc.mem.write(pointer, struct.pack("<q", value.value))
+        proc.mem.write(pointer, LOFF_T.pack(value=value.value))
 
 
-@syscall("sendfile", FD, FD, PTR, ULONG)
-def sendfile(proc: Process, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
+@syscall("sendfile", FD, FD, PTR, ULONG, blocks=True)
+def sendfile(proc: GuestProcess, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
     offset = _read_offset(proc, offset_ptr)
     n = host_syscall(
         HOST_SYS_SENDFILE,
@@ -865,9 +925,9 @@ def sendfile(proc: Process, out_fd: int, in_fd: int, offset_ptr: int, count: int
     return n
 
 
-@syscall("copy_file_range", FD, PTR, FD, PTR, ULONG, INT)
+@syscall("copy_file_range", FD, PTR, FD, PTR, ULONG, INT, blocks=True)
 def copy_file_range(
-    proc: Process, fd_in: int, off_in: int, fd_out: int, off_out: int, length: int, flags: int
+    proc: GuestProcess, fd_in: int, off_in: int, fd_out: int, off_out: int, length: int, flags: int
 ) -> int:
     src = _read_offset(proc, off_in)
     dst = _read_offset(proc, off_out)
@@ -885,6 +945,141 @@ def copy_file_range(
     return n
 
 
+# ---- splice, tee, vmsplice: the host moves the data between its pipes and files ---------------
+
+SPLICE_FLAGS = Flags(
+    {1: "SPLICE_F_MOVE", 2: "SPLICE_F_NONBLOCK", 4: "SPLICE_F_MORE", 8: "SPLICE_F_GIFT"}
+)
+
+
+def _offset_pointer(proc: GuestProcess, pointer: int) -> ctypes.c_int64 | int | None:
+    """A loff_t* for the host: None for NULL, an unmapped host address when the guest's
+    cannot be read (the host then fails as Linux does, after its own fd checks)."""
+    if not pointer:
+        return None
+    try:
+        return _read_offset(proc, pointer)
+    except GuestFault:
+        return UNMAPPED_HOST_ADDRESS
+
+
+@syscall("splice", FD, PTR, FD, PTR, ULONG, SPLICE_FLAGS, blocks=True)
+def splice(
+    proc: GuestProcess, fd_in: int, off_in: int, fd_out: int, off_out: int, length: int, flags: int
+) -> int:
+    src = _offset_pointer(proc, off_in)
+    dst = _offset_pointer(proc, off_out)
+    n = host_syscall(
+        HOST_SYS_SPLICE,
+        fd_in,
+        ctypes.byref(src) if isinstance(src, ctypes.c_int64) else src,
+        fd_out,
+        ctypes.byref(dst) if isinstance(dst, ctypes.c_int64) else dst,
+        min(length, MAX_RW_COUNT),
+        flags,
+    )
+    for pointer, value in ((off_in, src), (off_out, dst)):
+        if isinstance(value, ctypes.c_int64):
+            _write_offset(proc, pointer, value)
+    return n
+
+
+@syscall("tee", FD, FD, ULONG, SPLICE_FLAGS, blocks=True)
+def tee(proc: GuestProcess, fd_in: int, fd_out: int, length: int, flags: int) -> int:
+    return host_syscall(HOST_SYS_TEE, fd_in, fd_out, min(length, MAX_RW_COUNT), flags)
+
+
+@syscall("vmsplice", FD, PTR, ULONG, SPLICE_FLAGS, blocks=True)
+def vmsplice(proc: GuestProcess, fd: int, iov: int, count: int, flags: int) -> int:
+    """Guest memory is host memory: the host splices the guest's own pages (as Linux does,
+    a pipe may then hold references to them), or copies into them from a pipe's read end."""
+    if count > UIO_MAXIOV:
+        return -errno.EINVAL
+    into_memory = host_fcntl.fcntl(fd, host_fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    vecs = read_iovec(proc, iov, count)
+    direct = host_iovec(proc, vecs, fill=into_memory)
+    if direct is not None:
+        return host_syscall(HOST_SYS_VMSPLICE, fd, direct, len(vecs), flags)
+    # pages that hold code: copies (see AddressSpace.host_span)
+    if into_memory:
+        check_scatter(proc, vecs)
+        total = _iov_total(vecs)
+        buffer = ctypes.create_string_buffer(max(total, 1))
+        host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), total)
+        n = host_syscall(HOST_SYS_VMSPLICE, fd, host_iov, 1, flags)
+        scatter(proc, vecs, buffer.raw[:n])
+        return n
+    data = _gather(proc, vecs)
+    buffer = ctypes.create_string_buffer(data, max(len(data), 1))
+    host_iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buffer), len(data))
+    return host_syscall(HOST_SYS_VMSPLICE, fd, host_iov, 1, flags)
+
+
+# ---- file handles (abi/filehandle.py: the same records on every architecture) ---------------
+HANDLE_AT_FLAGS = Flags(
+    {
+        0x1000: "AT_EMPTY_PATH",
+        0x400: "AT_SYMLINK_FOLLOW",
+        0x200: "AT_HANDLE_FID",
+        AT_HANDLE_MNT_ID_UNIQUE: "AT_HANDLE_MNT_ID_UNIQUE",
+    }
+)
+
+
+def _show_handle(proc: GuestProcess, address: int) -> str:
+    head = FILE_HANDLE_HEAD.unpack(proc.mem.read(address, FILE_HANDLE_HEAD.size))
+    return f"{{handle_bytes={head.handle_bytes}, handle_type={head.handle_type}}}"
+
+
+def _handle_bytes(proc: GuestProcess, handle: int) -> int:
+    return HANDLE_BYTES.unpack(proc.mem.read(handle, HANDLE_BYTES.size)).value
+
+
+@syscall("name_to_handle_at", DIRFD, PATH, StructOut(_show_handle), PTR, HANDLE_AT_FLAGS)
+def name_to_handle_at(
+    proc: GuestProcess, dirfd: int, path: bytes | None, handle: int, mount_id: int, flags: int
+) -> int:
+    path = need_path(path)
+    size = _handle_bytes(proc, handle)
+    head = FILE_HANDLE_HEAD.size
+    # above MAX_HANDLE_SZ the kernel says EINVAL before it looks at the file
+    buffer = ctypes.create_string_buffer(head + min(size, MAX_HANDLE_SZ))
+    buffer[:head] = FILE_HANDLE_HEAD.pack(handle_bytes=size)
+    mount = ctypes.c_uint64()
+    try:
+        result = host_syscall(
+            HOST_SYS_NAME_TO_HANDLE_AT,
+            dirfd,
+            resolve(proc, path),
+            buffer,
+            ctypes.byref(mount),
+            flags,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EOVERFLOW:  # the size it needs is in handle_bytes
+            proc.mem.write(handle, buffer.raw[: HANDLE_BYTES.size])
+        raise
+    written = FILE_HANDLE_HEAD.unpack(buffer.raw).handle_bytes
+    proc.mem.write(handle, buffer.raw[: head + written])
+    mount_layout = MOUNT_ID_UNIQUE if flags & AT_HANDLE_MNT_ID_UNIQUE else MOUNT_ID
+    value = mount.value if mount_layout is MOUNT_ID_UNIQUE else s32(mount.value)
+    proc.mem.write(mount_id, mount_layout.pack(value=value))
+    return result
+
+
+# mount_fd may be AT_FDCWD: the mount of the current directory
+@syscall("open_by_handle_at", DIRFD, StructIn(_show_handle), OPEN_FLAGS)
+def open_by_handle_at(proc: GuestProcess, mount_fd: int, handle: int, flags: int) -> int:
+    size = _handle_bytes(proc, handle)
+    head = FILE_HANDLE_HEAD.size
+    # too big: the host says EINVAL without reading the rest
+    data = proc.mem.read(handle, head if size > MAX_HANDLE_SZ else head + size)
+    buffer = ctypes.create_string_buffer(data, len(data))
+    return host_syscall(
+        HOST_SYS_OPEN_BY_HANDLE_AT, mount_fd, buffer, proc.open_codec.to_host(flags)
+    )
+
+
 MFD_NAMES = {
     1: "MFD_CLOEXEC",
     2: "MFD_ALLOW_SEALING",
@@ -895,16 +1090,13 @@ MFD_NAMES = {
 
 
 @syscall("memfd_create", PATH, Flags(MFD_NAMES))
-def memfd_create(proc: Process, name: bytes | None, flags: int) -> int:
+def memfd_create(proc: GuestProcess, name: bytes | None, flags: int) -> int:
     # MFD_* values are the same everywhere; the kernel checks the name's length and the flags
     return host_syscall(HOST_SYS_MEMFD_CREATE, need_path(name), flags)
 
 
 # ---- hints and flushing ----------------------------------------------------------------------
 
-HOST_SYS_READAHEAD = 187
-HOST_SYS_FADVISE64 = 221
-HOST_SYS_SYNC_FILE_RANGE = 277
 
 # POSIX_FADV_* (include/uapi/linux/fadvise.h): asm-generic values everywhere but s390.
 FADVICE = Enum(
@@ -920,17 +1112,17 @@ FADVICE = Enum(
 
 
 @syscall("fadvise64", FD, LONG, LONG, FADVICE)
-def fadvise64(proc: Process, fd: int, offset: int, length: int, advice: int) -> int:
+def fadvise64(proc: GuestProcess, fd: int, offset: int, length: int, advice: int) -> int:
     return host_syscall(HOST_SYS_FADVISE64, fd, offset, length, advice)
 
 
 @syscall("readahead", FD, LONG, ULONG)
-def readahead(proc: Process, fd: int, offset: int, count: int) -> int:
+def readahead(proc: GuestProcess, fd: int, offset: int, count: int) -> int:
     return host_syscall(HOST_SYS_READAHEAD, fd, offset, count)
 
 
 @syscall("sync_file_range", FD, LONG, LONG, INT)
-def sync_file_range(proc: Process, fd: int, offset: int, nbytes: int, flags: int) -> int:
+def sync_file_range(proc: GuestProcess, fd: int, offset: int, nbytes: int, flags: int) -> int:
     return host_syscall(HOST_SYS_SYNC_FILE_RANGE, fd, offset, nbytes, flags & 0xFFFF_FFFF)
 
 
@@ -939,16 +1131,11 @@ def sync_file_range(proc: Process, fd: int, offset: int, nbytes: int, flags: int
 # (include/uapi/linux/xattr.h): the host call gets them as they are. By path they follow the
 # sysroot rule of lookups; the l* variants do not follow a final symlink.
 
-HOST_SYS_XATTR = {  # x86_64 numbers, in the order set, get, list, remove
-    "": (188, 191, 194, 197),
-    "l": (189, 192, 195, 198),
-    "f": (190, 193, 196, 199),
-}
 XATTR_SIZE_MAX = 65536
 XATTR_LIST_MAX = 65536
 
 
-def _xattr_target(proc: Process, target: int | bytes | None) -> int | bytes:
+def _xattr_target(proc: GuestProcess, target: int | bytes | None) -> int | bytes:
     """The first argument of an xattr call as the host takes it: an fd, or a looked-up path."""
     if isinstance(target, int):
         return target
@@ -956,7 +1143,12 @@ def _xattr_target(proc: Process, target: int | bytes | None) -> int | bytes:
 
 
 def _getxattr(
-    proc: Process, kind: str, target: int | bytes | None, name: bytes | None, value: int, size: int
+    proc: GuestProcess,
+    kind: str,
+    target: int | bytes | None,
+    name: bytes | None,
+    value: int,
+    size: int,
 ) -> int:
     host_target = _xattr_target(proc, target)
     size = min(size, XATTR_SIZE_MAX)
@@ -968,7 +1160,7 @@ def _getxattr(
 
 
 def _setxattr(
-    proc: Process,
+    proc: GuestProcess,
     kind: str,
     target: int | bytes | None,
     name: bytes | None,
@@ -983,7 +1175,9 @@ def _setxattr(
     return host_syscall(HOST_SYS_XATTR[kind][0], host_target, need_path(name), data, size, flags)
 
 
-def _listxattr(proc: Process, kind: str, target: int | bytes | None, names: int, size: int) -> int:
+def _listxattr(
+    proc: GuestProcess, kind: str, target: int | bytes | None, names: int, size: int
+) -> int:
     host_target = _xattr_target(proc, target)
     size = min(size, XATTR_LIST_MAX)
     buffer = ctypes.create_string_buffer(max(size, 1)) if size else None
@@ -993,7 +1187,9 @@ def _listxattr(proc: Process, kind: str, target: int | bytes | None, names: int,
     return n
 
 
-def _removexattr(proc: Process, kind: str, target: int | bytes | None, name: bytes | None) -> int:
+def _removexattr(
+    proc: GuestProcess, kind: str, target: int | bytes | None, name: bytes | None
+) -> int:
     host_target = _xattr_target(proc, target)
     return host_syscall(HOST_SYS_XATTR[kind][3], host_target, need_path(name))
 
@@ -1002,64 +1198,70 @@ XATTR_FLAGS = Flags({1: "XATTR_CREATE", 2: "XATTR_REPLACE"})
 
 
 @syscall("getxattr", PATH, PATH, PTR, ULONG)
-def getxattr(proc: Process, path: bytes | None, name: bytes | None, value: int, size: int) -> int:
+def getxattr(
+    proc: GuestProcess, path: bytes | None, name: bytes | None, value: int, size: int
+) -> int:
     return _getxattr(proc, "", path, name, value, size)
 
 
 @syscall("lgetxattr", PATH, PATH, PTR, ULONG)
-def lgetxattr(proc: Process, path: bytes | None, name: bytes | None, value: int, size: int) -> int:
+def lgetxattr(
+    proc: GuestProcess, path: bytes | None, name: bytes | None, value: int, size: int
+) -> int:
     return _getxattr(proc, "l", path, name, value, size)
 
 
 @syscall("fgetxattr", FD, PATH, PTR, ULONG)
-def fgetxattr(proc: Process, fd: int, name: bytes | None, value: int, size: int) -> int:
+def fgetxattr(proc: GuestProcess, fd: int, name: bytes | None, value: int, size: int) -> int:
     return _getxattr(proc, "f", fd, name, value, size)
 
 
 @syscall("setxattr", PATH, PATH, PTR, ULONG, XATTR_FLAGS)
 def setxattr(
-    proc: Process, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
+    proc: GuestProcess, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
 ) -> int:
     return _setxattr(proc, "", path, name, value, size, flags)
 
 
 @syscall("lsetxattr", PATH, PATH, PTR, ULONG, XATTR_FLAGS)
 def lsetxattr(
-    proc: Process, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
+    proc: GuestProcess, path: bytes | None, name: bytes | None, value: int, size: int, flags: int
 ) -> int:
     return _setxattr(proc, "l", path, name, value, size, flags)
 
 
 @syscall("fsetxattr", FD, PATH, PTR, ULONG, XATTR_FLAGS)
-def fsetxattr(proc: Process, fd: int, name: bytes | None, value: int, size: int, flags: int) -> int:
+def fsetxattr(
+    proc: GuestProcess, fd: int, name: bytes | None, value: int, size: int, flags: int
+) -> int:
     return _setxattr(proc, "f", fd, name, value, size, flags)
 
 
 @syscall("listxattr", PATH, PTR, ULONG)
-def listxattr(proc: Process, path: bytes | None, names: int, size: int) -> int:
+def listxattr(proc: GuestProcess, path: bytes | None, names: int, size: int) -> int:
     return _listxattr(proc, "", path, names, size)
 
 
 @syscall("llistxattr", PATH, PTR, ULONG)
-def llistxattr(proc: Process, path: bytes | None, names: int, size: int) -> int:
+def llistxattr(proc: GuestProcess, path: bytes | None, names: int, size: int) -> int:
     return _listxattr(proc, "l", path, names, size)
 
 
 @syscall("flistxattr", FD, PTR, ULONG)
-def flistxattr(proc: Process, fd: int, names: int, size: int) -> int:
+def flistxattr(proc: GuestProcess, fd: int, names: int, size: int) -> int:
     return _listxattr(proc, "f", fd, names, size)
 
 
 @syscall("removexattr", PATH, PATH)
-def removexattr(proc: Process, path: bytes | None, name: bytes | None) -> int:
+def removexattr(proc: GuestProcess, path: bytes | None, name: bytes | None) -> int:
     return _removexattr(proc, "", path, name)
 
 
 @syscall("lremovexattr", PATH, PATH)
-def lremovexattr(proc: Process, path: bytes | None, name: bytes | None) -> int:
+def lremovexattr(proc: GuestProcess, path: bytes | None, name: bytes | None) -> int:
     return _removexattr(proc, "l", path, name)
 
 
 @syscall("fremovexattr", FD, PATH)
-def fremovexattr(proc: Process, fd: int, name: bytes | None) -> int:
+def fremovexattr(proc: GuestProcess, fd: int, name: bytes | None) -> int:
     return _removexattr(proc, "f", fd, name)

@@ -11,26 +11,27 @@ from __future__ import annotations
 import errno
 import fcntl as host_fcntl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls.abi import termios as t
+from qemuser.syscalls.abi import termbits as t
 from qemuser.syscalls.abi.layout import Layout
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import FD, PTR, ArgKind, syscall
+from qemuser.syscalls.argkinds import FD, PTR, ArgKind
+from qemuser.syscalls.registry import syscall
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 NONE = "none"  # no argument
 VALUE = "value"  # the argument itself is an integer
 IN = "in"  # the argument points at a struct the guest gives
 OUT = "out"  # the argument points at a struct the kernel fills
 
-CHAR = Layout("char", [("value", "B")])
-LOFF_T = Layout("loff_t", [("value", "q")])
-
 
 @dataclass(frozen=True)
 class Request:
     name: str
     passing: str
-    layout: Layout | None = None
+    layout: Layout | None = None  # type: ignore[type-arg]
 
 
 REQUESTS: dict[int, Request] = {
@@ -55,7 +56,7 @@ REQUESTS: dict[int, Request] = {
     t.TIOCSPGRP: Request("TIOCSPGRP", IN, t.INT),
     t.TIOCGSID: Request("TIOCGSID", OUT, t.INT),
     t.TIOCOUTQ: Request("TIOCOUTQ", OUT, t.INT),
-    t.TIOCSTI: Request("TIOCSTI", IN, CHAR),
+    t.TIOCSTI: Request("TIOCSTI", IN, t.CHAR),
     t.TIOCGWINSZ: Request("TIOCGWINSZ", OUT, t.WINSIZE),
     t.TIOCSWINSZ: Request("TIOCSWINSZ", IN, t.WINSIZE),
     t.TIOCMGET: Request("TIOCMGET", OUT, t.INT),
@@ -80,7 +81,7 @@ REQUESTS: dict[int, Request] = {
     t.FIOASYNC: Request("FIOASYNC", IN, t.INT),
     t.FIOCLEX: Request("FIOCLEX", NONE),
     t.FIONCLEX: Request("FIONCLEX", NONE),
-    t.FIOQSIZE: Request("FIOQSIZE", OUT, LOFF_T),
+    t.FIOQSIZE: Request("FIOQSIZE", OUT, t.LOFF_T),
     t.FIGETBSZ: Request("FIGETBSZ", OUT, t.INT),
     t.FS_IOC_GETFLAGS: Request("FS_IOC_GETFLAGS", OUT, t.INT),
     t.FS_IOC_SETFLAGS: Request("FS_IOC_SETFLAGS", IN, t.INT),
@@ -89,16 +90,16 @@ REQUESTS: dict[int, Request] = {
 
 
 class RequestKind(ArgKind):
-    def decode(self, proc: Process, raw: int) -> int:
+    def decode(self, proc: GuestProcess, raw: int) -> int:
         return raw & 0xFFFF_FFFF  # the kernel takes `unsigned int cmd`
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         request = REQUESTS.get(raw & 0xFFFF_FFFF)
         return request.name if request else f"{raw & 0xFFFF_FFFF:#x}"
 
 
 @syscall("ioctl", FD, RequestKind(), PTR)
-def ioctl(proc: Process, fd: int, request: int, arg: int) -> int:
+def ioctl(proc: GuestProcess, fd: int, request: int, arg: int) -> int:
     known = REQUESTS.get(request)
     if known is None:
         _report_unknown(proc, request)
@@ -114,18 +115,19 @@ def ioctl(proc: Process, fd: int, request: int, arg: int) -> int:
     layout = known.layout
     assert layout is not None
     if known.passing == IN:
-        fields = layout.unpack(proc.mem.read(arg, layout.size))
-        host_fcntl.ioctl(fd, request, layout.pack(**fields))
+        # decoded and re-encoded, not copied: the host's struct has the guest's layout
+        given = layout.unpack(proc.mem.read(arg, layout.size))
+        host_fcntl.ioctl(fd, request, layout.pack(given))
         return 0
     filled = host_fcntl.ioctl(fd, request, bytes(layout.size))
-    proc.mem.write(arg, layout.pack(**layout.unpack(filled)))
+    proc.mem.write(arg, layout.pack(layout.unpack(filled)))
     return 0
 
 
 _REPORTED_UNKNOWN: set[int] = set()  # per emulator process, like unknown system calls
 
 
-def _report_unknown(proc: Process, request: int) -> None:
+def _report_unknown(proc: GuestProcess, request: int) -> None:
     if request in _REPORTED_UNKNOWN:
         return
     _REPORTED_UNKNOWN.add(request)

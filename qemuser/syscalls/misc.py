@@ -9,16 +9,13 @@ import ctypes
 import errno
 from typing import TYPE_CHECKING
 
-from qemuser.syscalls.fs import host_syscall
-from qemuser.syscalls.registry import INT, Enum, OutBuf, syscall
+from qemuser.host.libc import host_syscall
+from qemuser.host.sysnums import HOST_SYS_IOPRIO_GET, HOST_SYS_IOPRIO_SET, HOST_SYS_SYSLOG
+from qemuser.syscalls.argkinds import INT, Enum, OutBuf
+from qemuser.syscalls.registry import syscall
 
 if TYPE_CHECKING:
-    from qemuser.syscalls.process import Process
-
-# Host (x86_64) numbers: arch/x86/entry/syscalls/syscall_64.tbl.
-HOST_SYS_SYSLOG = 103
-HOST_SYS_IOPRIO_SET = 251
-HOST_SYS_IOPRIO_GET = 252
+    from qemuser.syscalls.context import GuestProcess
 
 # include/linux/syslog.h
 SYSLOG_ACTIONS = {
@@ -42,7 +39,7 @@ IOPRIO_WHICH = Enum({1: "IOPRIO_WHO_PROCESS", 2: "IOPRIO_WHO_PGRP", 3: "IOPRIO_W
 IOPRIO_WHO_PROCESS = 1
 
 
-def _host_who(proc: Process, which: int, who: int) -> int:
+def _host_who(proc: GuestProcess, which: int, who: int) -> int:
     """A guest thread id means the calling thread: the host knows it as 0 (self)."""
     if which == IOPRIO_WHO_PROCESS and who == proc.tid:
         return 0
@@ -50,7 +47,7 @@ def _host_who(proc: Process, which: int, who: int) -> int:
 
 
 @syscall("syslog", Enum(SYSLOG_ACTIONS), OutBuf(2), INT)
-def syslog(proc: Process, action: int, buf: int, length: int) -> int:
+def syslog(proc: GuestProcess, action: int, buf: int, length: int) -> int:
     if action not in SYSLOG_READS:
         return host_syscall(HOST_SYS_SYSLOG, action, None, length)
     if length < 0:
@@ -62,10 +59,10 @@ def syslog(proc: Process, action: int, buf: int, length: int) -> int:
 
 
 @syscall("ioprio_get", IOPRIO_WHICH, INT)
-def ioprio_get(proc: Process, which: int, who: int) -> int:
+def ioprio_get(proc: GuestProcess, which: int, who: int) -> int:
     return host_syscall(HOST_SYS_IOPRIO_GET, which, _host_who(proc, which, who))
 
 
 @syscall("ioprio_set", IOPRIO_WHICH, INT, INT)
-def ioprio_set(proc: Process, which: int, who: int, ioprio: int) -> int:
+def ioprio_set(proc: GuestProcess, which: int, who: int, ioprio: int) -> int:
     return host_syscall(HOST_SYS_IOPRIO_SET, which, _host_who(proc, which, who), ioprio)

@@ -7,14 +7,26 @@ import errno
 import mmap as host_mmap
 import os
 import stat as host_stat
+from typing import TYPE_CHECKING
 
-from qemuser.loader.memory import MIN_MAP_ADDRESS, AddressSpace, host_libc, host_private_pages
-from qemuser.syscalls import hostio
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import FD, INT, LONG, PTR, ULONG, Enum, Flags, Ret, syscall
+from qemuser.host import libc as host_libc
+from qemuser.host.libc import LIBC, host_syscall
+from qemuser.host.sysnums import HOST_SYS_MADVISE
+from qemuser.loader.memory import (
+    MIN_MAP_ADDRESS,
+    AddressSpace,
+    file_end_of,
+    host_private_pages,
+)
+from qemuser.syscalls.argkinds import INT, LONG, MAYBE_FD, PTR, ULONG, Enum, Flags, Ret, guest_fd
+from qemuser.syscalls.registry import syscall
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 PROT_NAMES = {1: "PROT_READ", 2: "PROT_WRITE", 4: "PROT_EXEC", 0x10: "PROT_BTI", 0x20: "PROT_MTE"}
 PROT_WRITE = 2
+PROT_EXEC = 4
 PROT_KNOWN = 7
 
 MAP_SHARED = 0x01
@@ -74,7 +86,7 @@ MAP_FLAGS = Flags(
     field_mask=MAP_TYPE,
 )
 
-_libc = host_libc
+_libc = LIBC
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -90,7 +102,7 @@ def host_shared_map(length: int, fd: int, offset: int, writable: bool) -> int:
 
 
 @syscall("brk", PTR, ret=Ret.HEX)
-def brk(proc: Process, new: int) -> int:
+def brk(proc: GuestProcess, new: int) -> int:
     mem = proc.mem
     if new < mem.brk_start:
         return mem.brk
@@ -107,12 +119,14 @@ def brk(proc: Process, new: int) -> int:
     return new
 
 
-def _join_heap(proc: Process, boundary: int) -> None:
+def _join_heap(proc: GuestProcess, boundary: int) -> None:
     proc.mem._merge_around(boundary - 1, boundary + 1)
 
 
-@syscall("mmap", PTR, ULONG, PROT, MAP_FLAGS, FD, LONG, ret=Ret.HEX)
-def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+@syscall("mmap", PTR, ULONG, PROT, MAP_FLAGS, MAYBE_FD, LONG, ret=Ret.HEX)
+def mmap(
+    proc: GuestProcess, addr: int, length: int, prot: int, flags: int, fd: int, offset: int
+) -> int:
     mem = proc.mem
     page = mem.page_size
     kind = flags & MAP_TYPE
@@ -150,9 +164,10 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
     shared = kind in (MAP_SHARED, MAP_SHARED_VALIDATE)
     name = ""
     device = inode = 0
+    file_end = None  # where a regular file's pages end: SIGBUS past it (Mapping.file_end)
     mode = os.O_RDWR  # anonymous memory may always be written
     if not anonymous:
-        st = os.fstat(fd)  # EBADF
+        st = os.fstat(guest_fd(proc, fd))  # EBADF
         if host_stat.S_ISDIR(st.st_mode):
             return -errno.ENODEV
         mode = _access_mode(fd)
@@ -162,6 +177,8 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             return -errno.EACCES
         name = _fd_name(fd)
         device, inode = st.st_dev, st.st_ino
+        if host_stat.S_ISREG(st.st_mode):
+            file_end = file_end_of(start, offset, st.st_size, page)
     prot &= PROT_KNOWN
     if shared:
         may_write = mode == os.O_RDWR
@@ -177,6 +194,7 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             host_address=host_address,
             device=device,
             inode=inode,
+            file_end=file_end,
         )
         m.shared = True
         m.may_write = may_write
@@ -193,6 +211,7 @@ def mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, 
             device=device,
             inode=inode,
             private_host=file_pages,
+            file_end=file_end,
         )
         if not anonymous and file_pages is None:
             _fill_from_file(mem, start, size, fd, offset)
@@ -229,8 +248,8 @@ def _fill_from_file(mem: AddressSpace, start: int, size: int, fd: int, offset: i
         return
     done = 0
     while done < size:
-        # at most 1 GiB a call: hostio passes counts as C ints
-        n = hostio.pread_into(fd, host + done, min(size - done, 1 << 30), offset + done)
+        # at most 1 GiB a call: host_libc passes counts as C ints
+        n = host_libc.pread_into(fd, host + done, min(size - done, 1 << 30), offset + done)
         if n == 0:  # end of file: the rest stays zero
             return
         done += n
@@ -250,7 +269,7 @@ def _fd_name(fd: int) -> str:
 
 
 @syscall("munmap", PTR, ULONG)
-def munmap(proc: Process, addr: int, length: int) -> int:
+def munmap(proc: GuestProcess, addr: int, length: int) -> int:
     mem = proc.mem
     if addr % mem.page_size or length == 0:
         return -errno.EINVAL
@@ -259,7 +278,7 @@ def munmap(proc: Process, addr: int, length: int) -> int:
 
 
 @syscall("mprotect", PTR, ULONG, PROT)
-def mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
+def mprotect(proc: GuestProcess, addr: int, length: int, prot: int) -> int:
     mem = proc.mem
     if addr % mem.page_size:
         return -errno.EINVAL
@@ -291,7 +310,9 @@ MREMAP_FLAGS = Flags({1: "MREMAP_MAYMOVE", 2: "MREMAP_FIXED", 4: "MREMAP_DONTUNM
 
 
 @syscall("mremap", PTR, ULONG, ULONG, MREMAP_FLAGS, PTR, ret=Ret.HEX)
-def mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int, new_addr: int) -> int:
+def mremap(
+    proc: GuestProcess, old: int, old_size: int, new_size: int, flags: int, new_addr: int
+) -> int:
     mem = proc.mem
     page = mem.page_size
     if old % page or flags & ~7 or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
@@ -342,7 +363,7 @@ def mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int, ne
     return target
 
 
-def _shrink(proc: Process, old: int, old_size: int, new_size: int) -> int:
+def _shrink(proc: GuestProcess, old: int, old_size: int, new_size: int) -> int:
     if new_size < old_size:
         proc.mem.unmap(old + new_size, old_size - new_size)
     return old
@@ -375,7 +396,7 @@ MADV_NAMES = {
 
 
 @syscall("madvise", PTR, ULONG, Enum(MADV_NAMES))
-def madvise(proc: Process, addr: int, length: int, advice: int) -> int:
+def madvise(proc: GuestProcess, addr: int, length: int, advice: int) -> int:
     mem = proc.mem
     if addr % mem.page_size or advice not in MADV_NAMES:
         return -errno.EINVAL
@@ -384,34 +405,48 @@ def madvise(proc: Process, addr: int, length: int, advice: int) -> int:
         return 0
     if not mem.is_fully_mapped(addr, addr + size):
         return -errno.ENOMEM
-    if advice in (4, 8, 9):  # DONTNEED / FREE / REMOVE: private anonymous pages read as zero
-        pos = addr
-        while pos < addr + size:
-            m = mem.find(pos)
-            assert m is not None
-            end = min(m.end, addr + size)
-            if not m.shared and m.backed:  # a reservation reads as zero already
-                if m.name and advice == 4:
-                    # a private file page goes back to the file's contents
-                    mem.write_init(pos, _file_contents(m, pos, end - pos))
-                else:
-                    mem.write_init(pos, bytes(end - pos))
-            pos = end
+    if advice in (MADV_DONTNEED, MADV_FREE, MADV_REMOVE):
+        _discard(mem, addr, addr + size, advice)
     return 0
 
 
-def _file_contents(m, start: int, length: int) -> bytes:
-    try:
-        with open(m.name, "rb") as f:
-            f.seek(m.offset + (start - m.start))
-            data = f.read(length)
-    except OSError:
-        data = b""
-    return data + bytes(length - len(data))
+MADV_DONTNEED = 4
+MADV_FREE = 8
+MADV_REMOVE = 9
+
+
+def _discard(mem: AddressSpace, start: int, end: int, advice: int) -> None:
+    """The host does MADV_DONTNEED / FREE / REMOVE on the host pages behind the guest's, with
+    Linux's own result: a private file page (host pages that map the file copy-on-write) comes
+    back from the file as it is now, a private anonymous page reads zero, a shared page keeps
+    its contents, REMOVE punches a hole in shared memory and refuses private (EINVAL/EACCES).
+    A reservation never made accessible has no pages and reads zero already."""
+    pos = start
+    while pos < end:
+        m = mem.find(pos)
+        assert m is not None
+        stop = min(m.end, end)
+        if m.backed:
+            page = pos
+            while page < stop:
+                if m.host_address is not None:  # shared: one host mapping behind it
+                    host, length = m.host_address + (page - m.start), stop - page
+                else:  # private: our host pages, one piece or page by page
+                    length = stop - page
+                    host = mem.host_span_of_new(page, length)
+                    if not host:
+                        length = mem.page_size
+                        host = mem.host_span_of_new(page, length)
+                if host:
+                    host_syscall(HOST_SYS_MADVISE, host, length, advice)
+                page += length
+            if m.prot & PROT_EXEC:  # what was translated from the old bytes is stale
+                mem._drop_translations(pos, stop)
+        pos = stop
 
 
 @syscall("msync", PTR, ULONG, Flags({1: "MS_ASYNC", 2: "MS_INVALIDATE", 4: "MS_SYNC"}))
-def msync(proc: Process, addr: int, length: int, flags: int) -> int:
+def msync(proc: GuestProcess, addr: int, length: int, flags: int) -> int:
     mem = proc.mem
     if addr % mem.page_size or flags & ~7 or (flags & 1 and flags & 4):
         return -errno.EINVAL
@@ -431,29 +466,29 @@ def msync(proc: Process, addr: int, length: int, flags: int) -> int:
 
 
 @syscall("mlock", PTR, ULONG)
-def mlock(proc: Process, addr: int, length: int) -> int:
+def mlock(proc: GuestProcess, addr: int, length: int) -> int:
     mem = proc.mem
     start = addr & ~(mem.page_size - 1)
     return 0 if mem.is_fully_mapped(start, mem.page_align(addr + length)) else -errno.ENOMEM
 
 
 @syscall("munlock", PTR, ULONG)
-def munlock(proc: Process, addr: int, length: int) -> int:
+def munlock(proc: GuestProcess, addr: int, length: int) -> int:
     return mlock(proc, addr, length)
 
 
 @syscall("mlockall", INT)
-def mlockall(proc: Process, flags: int) -> int:
+def mlockall(proc: GuestProcess, flags: int) -> int:
     return 0
 
 
 @syscall("munlockall")
-def munlockall(proc: Process) -> int:
+def munlockall(proc: GuestProcess) -> int:
     return 0
 
 
 @syscall("mincore", PTR, ULONG, PTR)
-def mincore(proc: Process, addr: int, length: int, vec: int) -> int:
+def mincore(proc: GuestProcess, addr: int, length: int, vec: int) -> int:
     mem = proc.mem
     if addr % mem.page_size:
         return -errno.EINVAL

@@ -22,56 +22,63 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
+import stat as host_stat
 import time
+from typing import TYPE_CHECKING
 
-from qemuser.loader.memory import GuestFault
-from qemuser.syscalls.abi.layout import Layout
-from qemuser.syscalls.fs import (
-    check_scatter,
-    check_writable,
-    host_syscall,
-    read_iovec,
-    scatter,
+from qemuser.host.libc import host_syscall
+from qemuser.host.sysnums import (
+    HOST_SYS_ACCEPT4,
+    HOST_SYS_BIND,
+    HOST_SYS_CONNECT,
+    HOST_SYS_GETPEERNAME,
+    HOST_SYS_GETSOCKNAME,
+    HOST_SYS_GETSOCKOPT,
+    HOST_SYS_LISTEN,
+    HOST_SYS_RECVFROM,
+    HOST_SYS_RECVMSG,
+    HOST_SYS_SENDMSG,
+    HOST_SYS_SENDTO,
+    HOST_SYS_SETSOCKOPT,
+    HOST_SYS_SHUTDOWN,
+    HOST_SYS_SOCKET,
+    HOST_SYS_SOCKETPAIR,
 )
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import (
-    FD,
-    INT,
-    PTR,
-    ULONG,
-    ArgKind,
-    Enum,
-    Flags,
-    InBuf,
-    OutBuf,
-    s32,
-    syscall,
+from qemuser.loader.fault import GuestFault
+from qemuser.syscalls.abi.scalars import FD_PAIR
+from qemuser.syscalls.abi.sockets import (
+    CMSG_ALIGN,
+    CMSGHDR,
+    IOVEC,
+    MMSGHDR,
+    MSGHDR,
+    SA_FAMILY,
+    SOCK_FILTER,
+    SOCK_FPROG,
+    SOCKADDR_IN,
+    SOCKADDR_IN6,
+    SOCKADDR_STORAGE_SIZE,
+    UIO_MAXIOV,
+    Iovec,
+    Msghdr,
 )
-from qemuser.syscalls.time import (
+from qemuser.syscalls.argkinds import FD, INT, PTR, ULONG, ArgKind, Enum, Flags, InBuf, OutBuf, s32
+from qemuser.syscalls.clock import (
     NS_PER_SECOND,
     TIMESPEC_IN,
-    field_int,
     read_timespec,
     write_timespec,
 )
+from qemuser.syscalls.fs import (
+    check_scatter,
+    check_writable,
+    read_iovec,
+    scatter,
+)
+from qemuser.syscalls.registry import syscall
 
-# x86_64 host system-call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-HOST_SYS_SOCKET = 41
-HOST_SYS_CONNECT = 42
-HOST_SYS_SENDTO = 44
-HOST_SYS_RECVFROM = 45
-HOST_SYS_SENDMSG = 46
-HOST_SYS_RECVMSG = 47
-HOST_SYS_SHUTDOWN = 48
-HOST_SYS_BIND = 49
-HOST_SYS_LISTEN = 50
-HOST_SYS_GETSOCKNAME = 51
-HOST_SYS_GETPEERNAME = 52
-HOST_SYS_SOCKETPAIR = 53
-HOST_SYS_SETSOCKOPT = 54
-HOST_SYS_GETSOCKOPT = 55
-HOST_SYS_ACCEPT4 = 288
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 # ---- guest constants -------------------------------------------------------------------------
 
@@ -90,7 +97,6 @@ FAMILY_NAMES = {
     AF_NETLINK: "AF_NETLINK",
     AF_PACKET: "AF_PACKET",
 }
-SOCKADDR_STORAGE_SIZE = 128  # sizeof(struct __kernel_sockaddr_storage)
 
 # include/linux/net.h (enum sock_type) and include/linux/net.h's SOCK_CLOEXEC/SOCK_NONBLOCK
 SOCK_STREAM = 1
@@ -231,57 +237,6 @@ POINTER_OPTIONS = frozenset(
     {(SOL_IP, n) for n in range(64, 72)} | {(SOL_IPV6, n) for n in range(64, 72)} | {(SOL_TCP, 35)}
 )
 
-# ---- layouts ---------------------------------------------------------------------------------
-
-# include/uapi/linux/in.h: struct sockaddr_in (sin_port and sin_addr in network order)
-SOCKADDR_IN = Layout(
-    "sockaddr_in", [("sin_family", "H"), ("sin_port", "2s"), ("sin_addr", "4s")], size=16
-)
-# include/uapi/linux/in6.h: struct sockaddr_in6
-SOCKADDR_IN6 = Layout(
-    "sockaddr_in6",
-    [
-        ("sin6_family", "H"),
-        ("sin6_port", "2s"),
-        ("sin6_flowinfo", "4s"),
-        ("sin6_addr", "16s"),
-        ("sin6_scope_id", "I"),
-    ],
-)
-# include/uapi/linux/un.h: struct sockaddr_un (UNIX_PATH_MAX 108)
-SOCKADDR_UN = Layout("sockaddr_un", [("sun_family", "H"), ("sun_path", "108s")])
-# include/linux/socket.h: struct user_msghdr, 64-bit
-MSGHDR = Layout(
-    "user_msghdr",
-    [
-        ("msg_name", "Q"),
-        ("msg_namelen", "i"),
-        ("msg_iov", "Q"),
-        ("msg_iovlen", "Q"),
-        ("msg_control", "Q"),
-        ("msg_controllen", "Q"),
-        ("msg_flags", "I"),
-    ],
-    size=56,
-)
-# include/linux/socket.h: struct mmsghdr
-MMSGHDR = Layout("mmsghdr", [("msg_hdr", "56s"), ("msg_len", "I")], size=64)
-# include/linux/socket.h: struct cmsghdr; data follows at CMSG_ALIGN(sizeof(cmsghdr))
-CMSGHDR = Layout("cmsghdr", [("cmsg_len", "Q"), ("cmsg_level", "i"), ("cmsg_type", "i")])
-CMSG_ALIGN = 8  # sizeof(long)
-# include/linux/socket.h: struct ucred
-UCRED = Layout("ucred", [("pid", "i"), ("uid", "I"), ("gid", "I")])
-# include/linux/socket.h: struct linger
-LINGER = Layout("linger", [("l_onoff", "i"), ("l_linger", "i")])
-# include/uapi/linux/time_types.h: __kernel_old_timeval (SO_RCVTIMEO on 64-bit) and
-# __kernel_sock_timeval (SO_RCVTIMEO_NEW): both two 64-bit fields here.
-SOCK_TIMEVAL = Layout("__kernel_sock_timeval", [("tv_sec", "q"), ("tv_usec", "q")])
-# include/uapi/linux/filter.h: struct sock_fprog and struct sock_filter
-SOCK_FPROG = Layout("sock_fprog", [("len", "H"), ("filter", "Q")])
-SOCK_FILTER_SIZE = 8  # {__u16 code; __u8 jt; __u8 jf; __u32 k}
-# include/uapi/linux/uio.h
-UIO_MAXIOV = 1024
-
 # Bounds on what we copy at once; the kernel bounds the real transfer.
 MAX_TRANSFER = 1 << 24
 MAX_CONTROL = 1 << 16
@@ -302,17 +257,17 @@ def format_sockaddr(data: bytes) -> str:
     # only -strace needs the host's socket module (~6 ms to import, with selectors)
     import socket as host_socket
 
-    family = struct.unpack_from("<H", data)[0]
+    family = SA_FAMILY.unpack(data).sa_family
     name = FAMILY_NAMES.get(family, str(family))
     if family == AF_INET and len(data) >= SOCKADDR_IN.size:
-        f = SOCKADDR_IN.unpack(data)
-        port = int.from_bytes(f["sin_port"], "big")
-        addr = host_socket.inet_ntop(host_socket.AF_INET, f["sin_addr"])
+        inet = SOCKADDR_IN.unpack(data)
+        port = int.from_bytes(inet.sin_port, "big")
+        addr = host_socket.inet_ntop(host_socket.AF_INET, inet.sin_addr)
         return f'{{sa_family={name}, sin_port=htons({port}), sin_addr=inet_addr("{addr}")}}'
     if family == AF_INET6 and len(data) >= SOCKADDR_IN6.size:
-        f = SOCKADDR_IN6.unpack(data)
-        port = int.from_bytes(f["sin6_port"], "big")
-        addr = host_socket.inet_ntop(host_socket.AF_INET6, f["sin6_addr"])
+        inet6 = SOCKADDR_IN6.unpack(data)
+        port = int.from_bytes(inet6.sin6_port, "big")
+        addr = host_socket.inet_ntop(host_socket.AF_INET6, inet6.sin6_addr)
         return f'{{sa_family={name}, sin6_port=htons({port}), sin6_addr="{addr}"}}'
     if family == AF_UNIX:
         path = data[2:]
@@ -329,7 +284,7 @@ class SockAddrIn(ArgKind):
     def __init__(self, length_arg: int) -> None:
         self.length_arg = length_arg
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         if raw == 0:
             return "NULL"
         try:
@@ -345,7 +300,7 @@ class SockAddrOut(ArgKind):
     def __init__(self, length_arg: int) -> None:
         self.length_arg = length_arg
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         if raw == 0:
             return "NULL"
         if result < 0:
@@ -358,10 +313,10 @@ class SockAddrOut(ArgKind):
 
 
 class SockType(ArgKind):
-    def decode(self, proc: Process, raw: int) -> int:
+    def decode(self, proc: GuestProcess, raw: int) -> int:
         return s32(raw)
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         value = raw & 0xFFFF_FFFF
         kind = value & SOCK_TYPE_MASK
         parts = [SOCK_TYPE_NAMES.get(kind, str(kind))]
@@ -380,24 +335,24 @@ class OptionName(ArgKind):
     def __init__(self, level_arg: int) -> None:
         self.level_arg = level_arg
 
-    def decode(self, proc: Process, raw: int) -> int:
+    def decode(self, proc: GuestProcess, raw: int) -> int:
         return s32(raw)
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         names = OPTION_NAMES.get(s32(args[self.level_arg]), {})
         return names.get(s32(raw), str(s32(raw)))
 
 
-def _show_msghdr(proc: Process, addr: int) -> str:
+def _show_msghdr(proc: GuestProcess, addr: int) -> str:
     m = MSGHDR.unpack(proc.mem.read(addr, MSGHDR.size))
     return (
-        f"{{msg_namelen={m['msg_namelen']}, msg_iovlen={m['msg_iovlen']}, "
-        f"msg_controllen={m['msg_controllen']}, msg_flags={m['msg_flags']:#x}}}"
+        f"{{msg_namelen={m.msg_namelen}, msg_iovlen={m.msg_iovlen}, "
+        f"msg_controllen={m.msg_controllen}, msg_flags={m.msg_flags:#x}}}"
     )
 
 
 class MsgHdrArg(ArgKind):
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         try:
             return _show_msghdr(proc, raw)
         except GuestFault:
@@ -414,14 +369,14 @@ MSGHDR_ARG = MsgHdrArg()
 # ---- guest <-> host helpers ------------------------------------------------------------------
 
 
-def read_sockaddr(proc: Process, addr: int, length: int) -> bytes:
+def read_sockaddr(proc: GuestProcess, addr: int, length: int) -> bytes:
     """The bytes of a guest sockaddr, checked as the kernel's move_addr_to_kernel does."""
     if length < 0 or length > SOCKADDR_STORAGE_SIZE:
         raise OSError(errno.EINVAL, "bad address length")
     return proc.mem.read(addr, length)
 
 
-def read_length(proc: Process, length_ptr: int) -> int:
+def read_length(proc: GuestProcess, length_ptr: int) -> int:
     """An in/out socklen_t; negative is EINVAL, as in the kernel."""
     length = s32(proc.mem.read_u32(length_ptr))
     if length < 0:
@@ -429,7 +384,9 @@ def read_length(proc: Process, length_ptr: int) -> int:
     return length
 
 
-def write_sockaddr(proc: Process, addr: int, length_ptr: int, capacity: int, data: bytes) -> None:
+def write_sockaddr(
+    proc: GuestProcess, addr: int, length_ptr: int, capacity: int, data: bytes
+) -> None:
     """Return an address the way move_addr_to_user does: as much as fits, the full length."""
     if capacity:
         proc.mem.write(addr, data[:capacity])
@@ -456,7 +413,7 @@ class HostMessage:
         self.data = ctypes.create_string_buffer(data or b"", max(data_capacity, 1))
         self.control = ctypes.create_string_buffer(control or b"", max(control_capacity, 1))
         self.iovec = ctypes.create_string_buffer(
-            struct.pack("<QQ", _pointer(self.data), data_capacity), 16
+            IOVEC.pack(Iovec(_pointer(self.data), data_capacity)), IOVEC.size
         )
         self.header = ctypes.create_string_buffer(
             MSGHDR.pack(
@@ -470,7 +427,7 @@ class HostMessage:
             MSGHDR.size,
         )
 
-    def result_header(self) -> dict[str, object]:
+    def result_header(self) -> Msghdr:
         return MSGHDR.unpack(self.header.raw)
 
 
@@ -482,14 +439,14 @@ def parse_control(data: bytes, strict: bool = True) -> list[tuple[int, int, byte
     messages = []
     offset = 0
     while offset + CMSGHDR.size <= len(data):
-        header = CMSGHDR.unpack(data[offset:])
-        length = field_int(header, "cmsg_len")
+        header = CMSGHDR.unpack(data, offset)
+        length = header.cmsg_len
         if length < CMSGHDR.size or offset + length > len(data):
             if not strict:
                 break
             raise OSError(errno.EINVAL, "bad cmsg_len")
         payload = data[offset + CMSGHDR.size : offset + length]
-        messages.append((field_int(header, "cmsg_level"), field_int(header, "cmsg_type"), payload))
+        messages.append((header.cmsg_level, header.cmsg_type, payload))
         offset += cmsg_align(length)
     return messages
 
@@ -523,16 +480,16 @@ def control_to_guest(data: bytes, capacity: int) -> tuple[bytes, bool]:
 
 
 @syscall("socket", DOMAIN, SOCK_TYPE, INT)
-def socket(proc: Process, domain: int, kind: int, protocol: int) -> int:
+def socket(proc: GuestProcess, domain: int, kind: int, protocol: int) -> int:
     return host_syscall(HOST_SYS_SOCKET, domain, kind, protocol)
 
 
 @syscall("socketpair", DOMAIN, SOCK_TYPE, INT, PTR)
-def socketpair(proc: Process, domain: int, kind: int, protocol: int, pair: int) -> int:
+def socketpair(proc: GuestProcess, domain: int, kind: int, protocol: int, pair: int) -> int:
     fds = (ctypes.c_int32 * 2)()
     host_syscall(HOST_SYS_SOCKETPAIR, domain, kind, protocol, fds)
     try:
-        proc.mem.write(pair, struct.pack("<ii", fds[0], fds[1]))
+        proc.mem.write(pair, FD_PAIR.pack(fd0=fds[0], fd1=fds[1]))
     except GuestFault:
         os.close(fds[0])
         os.close(fds[1])
@@ -541,27 +498,27 @@ def socketpair(proc: Process, domain: int, kind: int, protocol: int, pair: int) 
 
 
 @syscall("bind", FD, SockAddrIn(2), INT)
-def bind(proc: Process, fd: int, addr: int, length: int) -> int:
+def bind(proc: GuestProcess, fd: int, addr: int, length: int) -> int:
     data = ctypes.create_string_buffer(read_sockaddr(proc, addr, length), max(length, 1))
     return host_syscall(HOST_SYS_BIND, fd, data, length)
 
 
-@syscall("connect", FD, SockAddrIn(2), INT)
-def connect(proc: Process, fd: int, addr: int, length: int) -> int:
+@syscall("connect", FD, SockAddrIn(2), INT, blocks=True)
+def connect(proc: GuestProcess, fd: int, addr: int, length: int) -> int:
     data = ctypes.create_string_buffer(read_sockaddr(proc, addr, length), max(length, 1))
     return host_syscall(HOST_SYS_CONNECT, fd, data, length)
 
 
 @syscall("listen", FD, INT)
-def listen(proc: Process, fd: int, backlog: int) -> int:
+def listen(proc: GuestProcess, fd: int, backlog: int) -> int:
     return host_syscall(HOST_SYS_LISTEN, fd, backlog)
 
 
 ACCEPT_FLAGS = Flags({SOCK_NONBLOCK: "SOCK_NONBLOCK", SOCK_CLOEXEC: "SOCK_CLOEXEC"})
 
 
-@syscall("accept4", FD, SockAddrOut(2), PTR, ACCEPT_FLAGS)
-def accept4(proc: Process, fd: int, addr: int, length_ptr: int, flags: int) -> int:
+@syscall("accept4", FD, SockAddrOut(2), PTR, ACCEPT_FLAGS, blocks=True)
+def accept4(proc: GuestProcess, fd: int, addr: int, length_ptr: int, flags: int) -> int:
     capacity = read_length(proc, length_ptr) if addr else 0
     name = ctypes.create_string_buffer(SOCKADDR_STORAGE_SIZE)
     name_length = (ctypes.c_uint32 * 1)(SOCKADDR_STORAGE_SIZE)
@@ -578,12 +535,14 @@ def accept4(proc: Process, fd: int, addr: int, length_ptr: int, flags: int) -> i
     return new_fd
 
 
-@syscall("accept", FD, SockAddrOut(2), PTR)
-def accept(proc: Process, fd: int, addr: int, length_ptr: int) -> int:
+@syscall("accept", FD, SockAddrOut(2), PTR, blocks=True)
+def accept(proc: GuestProcess, fd: int, addr: int, length_ptr: int) -> int:
     return accept4(proc, fd, addr, length_ptr, 0)
 
 
-def _local_or_peer_name(proc: Process, number: int, fd: int, addr: int, length_ptr: int) -> int:
+def _local_or_peer_name(
+    proc: GuestProcess, number: int, fd: int, addr: int, length_ptr: int
+) -> int:
     capacity = read_length(proc, length_ptr)
     name = ctypes.create_string_buffer(SOCKADDR_STORAGE_SIZE)
     name_length = (ctypes.c_uint32 * 1)(SOCKADDR_STORAGE_SIZE)
@@ -593,26 +552,26 @@ def _local_or_peer_name(proc: Process, number: int, fd: int, addr: int, length_p
 
 
 @syscall("getsockname", FD, SockAddrOut(2), PTR)
-def getsockname(proc: Process, fd: int, addr: int, length_ptr: int) -> int:
+def getsockname(proc: GuestProcess, fd: int, addr: int, length_ptr: int) -> int:
     return _local_or_peer_name(proc, HOST_SYS_GETSOCKNAME, fd, addr, length_ptr)
 
 
 @syscall("getpeername", FD, SockAddrOut(2), PTR)
-def getpeername(proc: Process, fd: int, addr: int, length_ptr: int) -> int:
+def getpeername(proc: GuestProcess, fd: int, addr: int, length_ptr: int) -> int:
     return _local_or_peer_name(proc, HOST_SYS_GETPEERNAME, fd, addr, length_ptr)
 
 
 @syscall("shutdown", FD, SHUT_HOW)
-def shutdown(proc: Process, fd: int, how: int) -> int:
+def shutdown(proc: GuestProcess, fd: int, how: int) -> int:
     return host_syscall(HOST_SYS_SHUTDOWN, fd, how)
 
 
 # ---- data ------------------------------------------------------------------------------------
 
 
-@syscall("sendto", FD, InBuf(2), ULONG, MSG_FLAGS, SockAddrIn(5), INT)
+@syscall("sendto", FD, InBuf(2), ULONG, MSG_FLAGS, SockAddrIn(5), INT, blocks=True)
 def sendto(
-    proc: Process, fd: int, buf: int, length: int, flags: int, addr: int, addr_length: int
+    proc: GuestProcess, fd: int, buf: int, length: int, flags: int, addr: int, addr_length: int
 ) -> int:
     data = proc.mem.read(buf, min(length, MAX_TRANSFER))
     payload = ctypes.create_string_buffer(data, max(len(data), 1))
@@ -623,9 +582,9 @@ def sendto(
     return host_syscall(HOST_SYS_SENDTO, fd, payload, len(data), flags, 0, 0)
 
 
-@syscall("recvfrom", FD, OutBuf(2), ULONG, MSG_FLAGS, SockAddrOut(5), PTR)
+@syscall("recvfrom", FD, OutBuf(2), ULONG, MSG_FLAGS, SockAddrOut(5), PTR, blocks=True)
 def recvfrom(
-    proc: Process, fd: int, buf: int, length: int, flags: int, addr: int, length_ptr: int
+    proc: GuestProcess, fd: int, buf: int, length: int, flags: int, addr: int, length_ptr: int
 ) -> int:
     capacity = read_length(proc, length_ptr) if addr else 0
     size = min(length, MAX_TRANSFER)
@@ -645,73 +604,72 @@ def recvfrom(
     return count
 
 
-def _guest_iovec(proc: Process, iov: int, count: int) -> list[tuple[int, int]]:
+def _guest_iovec(proc: GuestProcess, iov: int, count: int) -> list[tuple[int, int]]:
     if count > UIO_MAXIOV:
         raise OSError(errno.EMSGSIZE, "too many iovecs")
     return read_iovec(proc, iov, count)
 
 
-def _send_one(proc: Process, fd: int, header: dict[str, object], flags: int) -> int:
-    namelen = field_int(header, "msg_namelen")
-    name_addr = field_int(header, "msg_name")
-    name = read_sockaddr(proc, name_addr, namelen) if name_addr else None
-    vecs = _guest_iovec(proc, field_int(header, "msg_iov"), field_int(header, "msg_iovlen"))
+def _send_one(proc: GuestProcess, fd: int, header: Msghdr, flags: int) -> int:
+    name_addr = header.msg_name
+    name = read_sockaddr(proc, name_addr, header.msg_namelen) if name_addr else None
+    vecs = _guest_iovec(proc, header.msg_iov, header.msg_iovlen)
     data = b"".join(proc.mem.read(base, length) for base, length in vecs)
-    control_length = field_int(header, "msg_controllen")
+    control_length = header.msg_controllen
     control = b""
     if control_length:
         if control_length > MAX_CONTROL:
             raise OSError(errno.ENOBUFS, "control buffer too large")
         # SCM_RIGHTS fds and SCM_CREDENTIALS ids mean the same on both sides: the guest's fds
         # are the host's. The messages are re-laid so that a malformed one fails here.
-        raw = proc.mem.read(field_int(header, "msg_control"), control_length)
+        raw = proc.mem.read(header.msg_control, control_length)
         control = build_control(parse_control(raw))
     message = HostMessage(name, len(name) if name else 0, data, len(data), control, len(control))
     return host_syscall(HOST_SYS_SENDMSG, fd, message.header, flags)
 
 
-def _receive_one(proc: Process, fd: int, msg: int, header: dict[str, object], flags: int) -> int:
-    name_addr = field_int(header, "msg_name")
-    name_capacity = field_int(header, "msg_namelen") if name_addr else 0
+def _receive_one(proc: GuestProcess, fd: int, msg: int, header: Msghdr, flags: int) -> int:
+    name_addr = header.msg_name
+    name_capacity = header.msg_namelen if name_addr else 0
     if name_capacity < 0:
         raise OSError(errno.EINVAL, "negative msg_namelen")
-    vecs = _guest_iovec(proc, field_int(header, "msg_iov"), field_int(header, "msg_iovlen"))
+    vecs = _guest_iovec(proc, header.msg_iov, header.msg_iovlen)
     size = min(sum(length for _, length in vecs), MAX_TRANSFER)
     check_scatter(proc, vecs)
-    control_addr = field_int(header, "msg_control")
-    control_capacity = min(field_int(header, "msg_controllen"), MAX_CONTROL) if control_addr else 0
+    control_addr = header.msg_control
+    control_capacity = min(header.msg_controllen, MAX_CONTROL) if control_addr else 0
     message = HostMessage(
         None, SOCKADDR_STORAGE_SIZE if name_addr else 0, None, size, None, control_capacity
     )
     count = host_syscall(HOST_SYS_RECVMSG, fd, message.header, flags)
     result = message.result_header()
     scatter(proc, vecs, message.data.raw[: min(count, size)])
-    out_flags = field_int(result, "msg_flags")
+    out_flags = result.msg_flags
     control = b""
     if control_capacity:
-        used = field_int(result, "msg_controllen")
+        used = result.msg_controllen
         control, cut = control_to_guest(message.control.raw[:used], control_capacity)
         if cut:
             out_flags |= 0x8  # MSG_CTRUNC
         proc.mem.write(control_addr, control)
     # Without a name buffer Linux leaves msg_namelen as the guest set it.
-    name_length = (
-        field_int(result, "msg_namelen") if name_addr else field_int(header, "msg_namelen")
-    )
+    name_length = result.msg_namelen if name_addr else header.msg_namelen
     if name_addr and name_capacity:
         proc.mem.write(name_addr, message.name.raw[: min(name_length, name_capacity)])
-    header = dict(header, msg_namelen=name_length, msg_controllen=len(control), msg_flags=out_flags)
-    proc.mem.write(msg, MSGHDR.pack(**header))
+    header = header._replace(
+        msg_namelen=name_length, msg_controllen=len(control), msg_flags=out_flags
+    )
+    proc.mem.write(msg, MSGHDR.pack(header))
     return count
 
 
-@syscall("sendmsg", FD, MSGHDR_ARG, MSG_FLAGS)
-def sendmsg(proc: Process, fd: int, msg: int, flags: int) -> int:
+@syscall("sendmsg", FD, MSGHDR_ARG, MSG_FLAGS, blocks=True)
+def sendmsg(proc: GuestProcess, fd: int, msg: int, flags: int) -> int:
     return _send_one(proc, fd, MSGHDR.unpack(proc.mem.read(msg, MSGHDR.size)), flags)
 
 
-@syscall("recvmsg", FD, MSGHDR_ARG, MSG_FLAGS)
-def recvmsg(proc: Process, fd: int, msg: int, flags: int) -> int:
+@syscall("recvmsg", FD, MSGHDR_ARG, MSG_FLAGS, blocks=True)
+def recvmsg(proc: GuestProcess, fd: int, msg: int, flags: int) -> int:
     return _receive_one(proc, fd, msg, MSGHDR.unpack(proc.mem.read(msg, MSGHDR.size)), flags)
 
 
@@ -719,9 +677,17 @@ MSG_DONTWAIT = 0x40
 MSG_WAITFORONE = 0x10000
 
 
+def _check_socket(fd: int) -> None:
+    """What Linux checks of sendmmsg's and recvmmsg's fd before it reads a message: EBADF,
+    then ENOTSOCK."""
+    if not host_stat.S_ISSOCK(os.fstat(fd).st_mode):
+        raise OSError(errno.ENOTSOCK, "not a socket")
+
+
 @syscall("sendmmsg", FD, PTR, INT, MSG_FLAGS)
-def sendmmsg(proc: Process, fd: int, vector: int, count: int, flags: int) -> int:
+def sendmmsg(proc: GuestProcess, fd: int, vector: int, count: int, flags: int) -> int:
     """Each message in turn; the count sent, or the first error when none was (as Linux)."""
+    _check_socket(fd)
     sent = 0
     for index in range(min(max(count, 0), UIO_MAXIOV)):
         entry = vector + index * MMSGHDR.size
@@ -738,10 +704,11 @@ def sendmmsg(proc: Process, fd: int, vector: int, count: int, flags: int) -> int
 
 
 @syscall("recvmmsg", FD, PTR, INT, MSG_FLAGS, TIMESPEC_IN)
-def recvmmsg(proc: Process, fd: int, vector: int, count: int, flags: int, timeout: int) -> int:
+def recvmmsg(proc: GuestProcess, fd: int, vector: int, count: int, flags: int, timeout: int) -> int:
     """Each message in turn; after the first, MSG_WAITFORONE makes the rest non-blocking.
     The timeout is checked only between messages, as the kernel does (man recvmmsg, BUGS),
     and the time left is written back."""
+    _check_socket(fd)
     deadline = None
     if timeout:
         sec, nsec = read_timespec(proc, timeout)
@@ -772,19 +739,19 @@ def recvmmsg(proc: Process, fd: int, vector: int, count: int, flags: int, timeou
 # ---- options ---------------------------------------------------------------------------------
 
 
-def _filter_program_to_host(proc: Process, value: bytes) -> tuple[bytes, ctypes.Array]:
+def _filter_program_to_host(proc: GuestProcess, value: bytes) -> tuple[bytes, ctypes.Array]:
     """sock_fprog holds a pointer to the guest's filter: copy the filter, point at the copy."""
     if len(value) < SOCK_FPROG.size:
         raise OSError(errno.EINVAL, "short sock_fprog")
     program = SOCK_FPROG.unpack(value)
-    count = field_int(program, "len")
-    code = proc.mem.read(field_int(program, "filter"), count * SOCK_FILTER_SIZE)
+    count = program.len
+    code = proc.mem.read(program.filter, count * SOCK_FILTER.size)
     copy = ctypes.create_string_buffer(code, max(len(code), 1))
     return SOCK_FPROG.pack(len=count, filter=ctypes.addressof(copy)), copy
 
 
 @syscall("setsockopt", FD, LEVEL, OptionName(1), PTR, INT)
-def setsockopt(proc: Process, fd: int, level: int, name: int, value: int, length: int) -> int:
+def setsockopt(proc: GuestProcess, fd: int, level: int, name: int, value: int, length: int) -> int:
     if length < 0:
         return -errno.EINVAL
     if (level, name) in POINTER_OPTIONS:
@@ -801,7 +768,9 @@ def setsockopt(proc: Process, fd: int, level: int, name: int, value: int, length
 
 
 @syscall("getsockopt", FD, LEVEL, OptionName(1), PTR, PTR)
-def getsockopt(proc: Process, fd: int, level: int, name: int, value: int, length_ptr: int) -> int:
+def getsockopt(
+    proc: GuestProcess, fd: int, level: int, name: int, value: int, length_ptr: int
+) -> int:
     if (level, name) in POINTER_OPTIONS:
         return -errno.ENOPROTOOPT
     capacity = min(read_length(proc, length_ptr), MAX_OPTION)

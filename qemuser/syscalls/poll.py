@@ -12,19 +12,26 @@ from __future__ import annotations
 import ctypes
 import errno
 import resource
-import struct
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls.abi.layout import Layout
-from qemuser.syscalls.fs import host_syscall
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import INT, PTR, ULONG, ArgKind, StructIn, syscall
+from qemuser.host.libc import host_syscall
+from qemuser.host.sysnums import HOST_SYS_PPOLL, HOST_SYS_PSELECT6
+from qemuser.syscalls.abi.poll import POLLFD, SIGSET_ARGPACK, Pollfd
+from qemuser.syscalls.abi.sigaction import SIGSET, SIGSET_SIZE
+from qemuser.syscalls.abi.timespec import pack_timespec_ns
+from qemuser.syscalls.argkinds import INT, PTR, ULONG, ArgKind, StructIn
+from qemuser.syscalls.clock import TIMESPEC_IN, read_timespec, wait_unless_signalled
+from qemuser.syscalls.proc import STICKY_TIMEOUTS, current_persona
+from qemuser.syscalls.registry import syscall
 from qemuser.syscalls.sigstate import UNBLOCKABLE
-from qemuser.syscalls.time import TIMESPEC_IN, field_int, read_timespec, wait_unless_signalled
 
-HOST_SYS_PSELECT6 = 270  # x86_64
-HOST_SYS_PPOLL = 271
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
+
+# an fd number beyond any fd table: the host answers POLLNVAL for it, as for an fd never open
+_NEVER_OPEN = 0x7FFF_FFFF
 
 # include/uapi/asm-generic/poll.h (aarch64, riscv64 and x86_64 all use it unchanged)
 POLL_NAMES = {
@@ -41,10 +48,6 @@ POLL_NAMES = {
     0x400: "POLLMSG",
     0x2000: "POLLRDHUP",
 }
-POLLFD = Layout("pollfd", [("fd", "i"), ("events", "h"), ("revents", "h")])
-# fs/select.c: pselect6's sixth argument, struct { const sigset_t *p; size_t size; }
-SIGSET_ARGPACK = Layout("sigset_argpack", [("p", "Q"), ("size", "Q")])
-SIGSET_SIZE = 8  # the kernel's sigset_t: 64 signals
 FD_SET_WORD = 8  # an fd_set is an array of unsigned long (include/uapi/linux/posix_types.h)
 NR_OPEN = 1 << 20  # fs/file.c sysctl_nr_open's default: no fd table is larger
 
@@ -60,7 +63,7 @@ def poll_events_text(events: int) -> str:
 class PollFds(ArgKind):
     """A pollfd array, its count in argument 1: strace shows fds and events (revents after)."""
 
-    def format(self, proc: Process, raw: int, args: tuple[int, ...], result: int) -> str:
+    def format(self, proc: GuestProcess, raw: int, args: tuple[int, ...], result: int) -> str:
         count = min(args[1] & 0xFFFF_FFFF, 16)
         try:
             data = proc.mem.read(raw, count * POLLFD.size)
@@ -68,34 +71,34 @@ class PollFds(ArgKind):
             return f"{raw:#x}"
         shown = []
         for index in range(count):
-            entry = POLLFD.unpack(data[index * POLLFD.size :])
-            events = poll_events_text(field_int(entry, "events") & 0xFFFF)
-            text = f"{{fd={entry['fd']}, events={events}"
-            if result > 0 and entry["revents"]:
-                revents = poll_events_text(field_int(entry, "revents") & 0xFFFF)
+            entry = POLLFD.unpack(data, index * POLLFD.size)
+            events = poll_events_text(entry.events & 0xFFFF)
+            text = f"{{fd={entry.fd}, events={events}"
+            if result > 0 and entry.revents:
+                revents = poll_events_text(entry.revents & 0xFFFF)
                 text += f", revents={revents}"
             shown.append(text + "}")
         return "[" + ", ".join(shown) + ("..." if args[1] > 16 else "") + "]"
 
 
-def _show_argpack(proc: Process, addr: int) -> str:
+def _show_argpack(proc: GuestProcess, addr: int) -> str:
     pack = SIGSET_ARGPACK.unpack(proc.mem.read(addr, SIGSET_ARGPACK.size))
-    return f"{{p={field_int(pack, 'p'):#x}, size={pack['size']}}}"
+    return f"{{p={pack.p:#x}, size={pack.size}}}"
 
 
 # ---- the wait --------------------------------------------------------------------------------
 
 
-def read_guest_sigmask(proc: Process, mask_ptr: int, size: int) -> int | None:
+def read_guest_sigmask(proc: GuestProcess, mask_ptr: int, size: int) -> int | None:
     """The temporary mask a call installs, or None when it gives none."""
     if not mask_ptr:
         return None
     if size != SIGSET_SIZE:
         raise OSError(errno.EINVAL, "bad sigsetsize")
-    return struct.unpack("<Q", proc.mem.read(mask_ptr, SIGSET_SIZE))[0] & ~UNBLOCKABLE
+    return SIGSET.unpack(proc.mem.read(mask_ptr, SIGSET_SIZE)).sig & ~UNBLOCKABLE
 
 
-def read_timeout(proc: Process, timespec_ptr: int) -> int | None:
+def read_timeout(proc: GuestProcess, timespec_ptr: int) -> int | None:
     """A relative struct __kernel_timespec timeout in ns (None: wait forever)."""
     if not timespec_ptr:
         return None
@@ -106,7 +109,7 @@ def read_timeout(proc: Process, timespec_ptr: int) -> int | None:
 
 
 def wait_with_mask(
-    proc: Process, mask: int | None, timeout_ns: int | None, wait: Callable[[int | None], int]
+    proc: GuestProcess, mask: int | None, timeout_ns: int | None, wait: Callable[[int | None], int]
 ) -> tuple[int, int]:
     """Run `wait(remaining_ns)` with the guest's mask set to `mask` for its duration.
 
@@ -140,36 +143,53 @@ def wait_with_mask(
 def _host_timespec(remaining_ns: int | None) -> ctypes.Array | int:
     if remaining_ns is None:
         return 0
-    return ctypes.create_string_buffer(struct.pack("<qq", *divmod(remaining_ns, 1_000_000_000)), 16)
+    # the x86_64 host's struct __kernel_timespec has the guest's layout
+    return ctypes.create_string_buffer(pack_timespec_ns(remaining_ns), 16)
 
 
-def write_time_left(proc: Process, timespec_ptr: int, timeout_ns: int | None, left_ns: int) -> None:
+def write_time_left(
+    proc: GuestProcess, timespec_ptr: int, timeout_ns: int | None, left_ns: int
+) -> None:
     """Linux writes the time left back into the caller's timeout (poll_select_finish), except
-    for a zero timeout."""
-    if timespec_ptr and timeout_ns:
-        proc.mem.write(timespec_ptr, struct.pack("<qq", *divmod(left_ns, 1_000_000_000)))
+    for a zero timeout, and for a process whose personality has STICKY_TIMEOUTS."""
+    if timespec_ptr and timeout_ns and not current_persona() & STICKY_TIMEOUTS:
+        proc.mem.write(timespec_ptr, pack_timespec_ns(left_ns))
 
 
 # ---- ppoll -----------------------------------------------------------------------------------
 
 
-@syscall("ppoll", PollFds(), ULONG, TIMESPEC_IN, PTR, ULONG)
+def _put_pollfd(entries: ctypes.Array, index: int, entry: Pollfd) -> None:
+    entries[index * POLLFD.size : (index + 1) * POLLFD.size] = POLLFD.pack(entry)
+
+
+@syscall("ppoll", PollFds(), ULONG, TIMESPEC_IN, PTR, ULONG, blocks=True, restart=False)
 def ppoll(
-    proc: Process, fds: int, count: int, timeout_ptr: int, mask_ptr: int, sigsetsize: int
+    proc: GuestProcess, fds: int, count: int, timeout_ptr: int, mask_ptr: int, sigsetsize: int
 ) -> int:
     if count > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
         return -errno.EINVAL
     timeout = read_timeout(proc, timeout_ptr)
     mask = read_guest_sigmask(proc, mask_ptr, sigsetsize)
-    entries = ctypes.create_string_buffer(
-        proc.mem.read(fds, count * POLLFD.size), max(count * POLLFD.size, 1)
-    )
+    given = proc.mem.read(fds, count * POLLFD.size)
+    entries = ctypes.create_string_buffer(given, max(count * POLLFD.size, 1))
+    # an fd of the emulator's own is no fd of the guest: the host polls one never open
+    hidden = []
+    if proc.host_fd_reserved:
+        for i in range(count):
+            entry = POLLFD.unpack(given, i * POLLFD.size)
+            if entry.fd in proc.host_fd_reserved:
+                hidden.append(i)
+                _put_pollfd(entries, i, entry._replace(fd=_NEVER_OPEN))
 
     def wait(remaining: int | None) -> int:
         return host_syscall(HOST_SYS_PPOLL, entries, count, _host_timespec(remaining), 0, 0)
 
     result, left = wait_with_mask(proc, mask, timeout, wait)
     if result >= 0 and count:
+        for i in hidden:  # with the fd the guest gave
+            revents = POLLFD.unpack(entries.raw, i * POLLFD.size).revents
+            _put_pollfd(entries, i, POLLFD.unpack(given, i * POLLFD.size)._replace(revents=revents))
         # the kernel writes back only revents; fd and events are what the guest gave
         proc.mem.write(fds, entries.raw[: count * POLLFD.size])
     write_time_left(proc, timeout_ptr, timeout, left)
@@ -183,9 +203,11 @@ def _fd_set_size(count: int) -> int:
     return (count + 8 * FD_SET_WORD - 1) // (8 * FD_SET_WORD) * FD_SET_WORD
 
 
-@syscall("pselect6", INT, PTR, PTR, PTR, TIMESPEC_IN, StructIn(_show_argpack))
+@syscall(
+    "pselect6", INT, PTR, PTR, PTR, TIMESPEC_IN, StructIn(_show_argpack), blocks=True, restart=False
+)
 def pselect6(
-    proc: Process,
+    proc: GuestProcess,
     count: int,
     readfds: int,
     writefds: int,
@@ -201,12 +223,18 @@ def pselect6(
     mask = None
     if argpack:
         pack = SIGSET_ARGPACK.unpack(proc.mem.read(argpack, SIGSET_ARGPACK.size))
-        mask = read_guest_sigmask(proc, field_int(pack, "p"), field_int(pack, "size"))
+        mask = read_guest_sigmask(proc, pack.p, pack.size)
     size = _fd_set_size(count)
     sets = [
         (addr, ctypes.create_string_buffer(proc.mem.read(addr, size), max(size, 1)) if addr else 0)
         for addr in (readfds, writefds, exceptfds)
     ]
+    # an fd of the emulator's own in a set: EBADF, as for an fd never open
+    for fd in proc.host_fd_reserved:
+        if fd < count and any(
+            isinstance(host, ctypes.Array) and host.raw[fd // 8] >> (fd % 8) & 1 for _, host in sets
+        ):
+            return -errno.EBADF
 
     def wait(remaining: int | None) -> int:
         return host_syscall(

@@ -7,116 +7,131 @@ import errno
 import os
 import resource
 import struct
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls.abi.layout import Layout
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import (
-    INT,
-    PTR,
-    ULONG,
-    Enum,
-    Flags,
-    Ret,
-    StructIn,
-    StructOut,
-    s32,
-    syscall,
+from qemuser.host.libc import LIBC, UNMAPPED_HOST_ADDRESS, host_syscall
+from qemuser.host.sysnums import (
+    HOST_SYS_CAPGET,
+    HOST_SYS_CAPSET,
+    HOST_SYS_GETCPU,
+    HOST_SYS_PRLIMIT64,
+    HOST_SYS_SCHED_GETAFFINITY,
+    HOST_SYS_SETFSGID,
+    HOST_SYS_SETFSUID,
+    HOST_SYS_SYSINFO,
 )
-from qemuser.syscalls.time import field_int
+from qemuser.loader.fault import GuestFault
+from qemuser.syscalls.abi.capability import (
+    CAP_DATA,
+    CAP_HEADER,
+    CAP_VERSION_NAMES,
+    CAP_VERSION_WORD,
+    cap_data_count,
+)
+from qemuser.syscalls.abi.futex import ROBUST_LIST_HEAD
+from qemuser.syscalls.abi.resources import RLIM_INFINITY, RLIMIT64, RUSAGE, RUSAGE_COUNTERS
+from qemuser.syscalls.abi.sysinfo import SYSINFO, UTSNAME
+from qemuser.syscalls.argkinds import INT, PTR, ULONG, Enum, Flags, Ret, StructIn, StructOut, s32
+from qemuser.syscalls.registry import syscall
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 
 @syscall("exit", INT, ret=Ret.NONE)
-def exit_(proc: Process, status: int) -> int:
+def exit_(proc: GuestProcess, status: int) -> int:
     # the calling thread ends; the last thread's exit ends the process
     proc.exit_thread(status)
     return 0
 
 
 @syscall("exit_group", INT, ret=Ret.NONE)
-def exit_group(proc: Process, status: int) -> int:
+def exit_group(proc: GuestProcess, status: int) -> int:
     proc.request_exit(status)
     return 0
 
 
 @syscall("getpid")
-def getpid(proc: Process) -> int:
+def getpid(proc: GuestProcess) -> int:
     return os.getpid()
 
 
 @syscall("getppid")
-def getppid(proc: Process) -> int:
-    return os.getppid()
+def getppid(proc: GuestProcess) -> int:
+    # a CLONE_VM child that is not a thread runs in this host process: its parent is the
+    # guest that made it, not this process's parent
+    return proc.sched.running().parent_pid or os.getppid()
 
 
 @syscall("gettid")
-def gettid(proc: Process) -> int:
+def gettid(proc: GuestProcess) -> int:
     return proc.tid
 
 
 @syscall("set_tid_address", PTR)
-def set_tid_address(proc: Process, tidptr: int) -> int:
+def set_tid_address(proc: GuestProcess, tidptr: int) -> int:
     proc.clear_child_tid = tidptr
     return proc.tid
 
 
 @syscall("set_robust_list", PTR, ULONG)
-def set_robust_list(proc: Process, head: int, length: int) -> int:
-    if length != 24:  # sizeof(struct robust_list_head)
+def set_robust_list(proc: GuestProcess, head: int, length: int) -> int:
+    if length != ROBUST_LIST_HEAD.size:
         return -errno.EINVAL
     proc.robust_list = (head, length)
     return 0
 
 
 @syscall("get_robust_list", INT, PTR, PTR)
-def get_robust_list(proc: Process, pid: int, head_ptr: int, len_ptr: int) -> int:
+def get_robust_list(proc: GuestProcess, pid: int, head_ptr: int, len_ptr: int) -> int:
     proc.mem.write_u64(head_ptr, proc.robust_list[0])
-    proc.mem.write_u64(len_ptr, 24)
+    proc.mem.write_u64(len_ptr, ROBUST_LIST_HEAD.size)
     return 0
 
 
 @syscall("rseq", PTR, INT, INT, INT)
-def rseq(proc: Process, rseq_addr: int, length: int, flags: int, sig: int) -> int:
+def rseq(proc: GuestProcess, rseq_addr: int, length: int, flags: int, sig: int) -> int:
     # Restartable sequences need the kernel to abort critical sections on preemption; glibc
     # copes with ENOSYS by not registering one.
     return -errno.ENOSYS
 
 
 @syscall("getuid")
-def getuid(proc: Process) -> int:
+def getuid(proc: GuestProcess) -> int:
     return os.getuid()
 
 
 @syscall("geteuid")
-def geteuid(proc: Process) -> int:
+def geteuid(proc: GuestProcess) -> int:
     return os.geteuid()
 
 
 @syscall("getgid")
-def getgid(proc: Process) -> int:
+def getgid(proc: GuestProcess) -> int:
     return os.getgid()
 
 
 @syscall("getegid")
-def getegid(proc: Process) -> int:
+def getegid(proc: GuestProcess) -> int:
     return os.getegid()
 
 
 @syscall("getresuid", PTR, PTR, PTR)
-def getresuid(proc: Process, ruid: int, euid: int, suid: int) -> int:
+def getresuid(proc: GuestProcess, ruid: int, euid: int, suid: int) -> int:
     for addr, value in zip((ruid, euid, suid), os.getresuid()):
         proc.mem.write_u32(addr, value)
     return 0
 
 
 @syscall("getresgid", PTR, PTR, PTR)
-def getresgid(proc: Process, rgid: int, egid: int, sgid: int) -> int:
+def getresgid(proc: GuestProcess, rgid: int, egid: int, sgid: int) -> int:
     for addr, value in zip((rgid, egid, sgid), os.getresgid()):
         proc.mem.write_u32(addr, value)
     return 0
 
 
 @syscall("getgroups", INT, PTR)
-def getgroups(proc: Process, size: int, groups: int) -> int:
+def getgroups(proc: GuestProcess, size: int, groups: int) -> int:
     host = os.getgroups()
     if size < 0:
         return -errno.EINVAL
@@ -129,7 +144,7 @@ def getgroups(proc: Process, size: int, groups: int) -> int:
 
 
 @syscall("setgroups", INT, PTR)
-def setgroups(proc: Process, size: int, groups: int) -> int:
+def setgroups(proc: GuestProcess, size: int, groups: int) -> int:
     if size < 0 or size > 65536:
         return -errno.EINVAL
     values = struct.unpack(f"<{size}I", proc.mem.read(groups, 4 * size)) if size else ()
@@ -142,67 +157,64 @@ def _id(value: int) -> int:
 
 
 @syscall("setuid", INT)
-def setuid(proc: Process, uid: int) -> int:
+def setuid(proc: GuestProcess, uid: int) -> int:
     os.setuid(uid)
     return 0
 
 
 @syscall("setgid", INT)
-def setgid(proc: Process, gid: int) -> int:
+def setgid(proc: GuestProcess, gid: int) -> int:
     os.setgid(gid)
     return 0
 
 
 @syscall("setreuid", INT, INT)
-def setreuid(proc: Process, ruid: int, euid: int) -> int:
+def setreuid(proc: GuestProcess, ruid: int, euid: int) -> int:
     os.setreuid(_id(ruid), _id(euid))
     return 0
 
 
 @syscall("setregid", INT, INT)
-def setregid(proc: Process, rgid: int, egid: int) -> int:
+def setregid(proc: GuestProcess, rgid: int, egid: int) -> int:
     os.setregid(_id(rgid), _id(egid))
     return 0
 
 
 @syscall("setresuid", INT, INT, INT)
-def setresuid(proc: Process, r: int, e: int, s: int) -> int:
+def setresuid(proc: GuestProcess, r: int, e: int, s: int) -> int:
     os.setresuid(_id(r), _id(e), _id(s))
     return 0
 
 
 @syscall("setresgid", INT, INT, INT)
-def setresgid(proc: Process, r: int, e: int, s: int) -> int:
+def setresgid(proc: GuestProcess, r: int, e: int, s: int) -> int:
     os.setresgid(_id(r), _id(e), _id(s))
     return 0
 
 
+# setfsuid/setfsgid: the host's, which answer the previous id whether or not they change it
+# (-1 only asks). The ids belong to the calling host thread: the engine's, where a guest that
+# never made a thread makes every call; a multi-threaded guest's calls on its workers (the
+# `blocks` ones, openat among them) keep the ids the workers had.
 @syscall("setfsuid", INT)
-def setfsuid(proc: Process, uid: int) -> int:
-    return os.geteuid()
+def setfsuid(proc: GuestProcess, uid: int) -> int:
+    return host_syscall(HOST_SYS_SETFSUID, uid & 0xFFFF_FFFF)
 
 
 @syscall("setfsgid", INT)
-def setfsgid(proc: Process, gid: int) -> int:
-    return os.getegid()
+def setfsgid(proc: GuestProcess, gid: int) -> int:
+    return host_syscall(HOST_SYS_SETFSGID, gid & 0xFFFF_FFFF)
 
 
-# struct new_utsname (include/uapi/linux/utsname.h): six fields of 65 bytes.
-UTSNAME = Layout(
-    "new_utsname",
-    [(f, "65s") for f in ("sysname", "nodename", "release", "version", "machine", "domainname")],
-)
-
-
-def _show_uname(proc: Process, addr: int) -> str:
-    fields = UTSNAME.unpack(proc.mem.read(addr, UTSNAME.size))
-    sysname = fields["sysname"].rstrip(b"\0").decode()  # type: ignore[union-attr]
-    machine = fields["machine"].rstrip(b"\0").decode()  # type: ignore[union-attr]
+def _show_uname(proc: GuestProcess, addr: int) -> str:
+    names = UTSNAME.unpack(proc.mem.read(addr, UTSNAME.size))
+    sysname = names.sysname.rstrip(b"\0").decode()
+    machine = names.machine.rstrip(b"\0").decode()
     return f"{{sysname={sysname!r}, machine={machine!r}, ...}}"
 
 
 @syscall("uname", StructOut(_show_uname))
-def uname(proc: Process, buf: int) -> int:
+def uname(proc: GuestProcess, buf: int) -> int:
     host = os.uname()
     domain = b"(none)"
     try:
@@ -225,7 +237,7 @@ def uname(proc: Process, buf: int) -> int:
 
 
 @syscall("sethostname", PTR, INT)
-def sethostname(proc: Process, name: int, length: int) -> int:
+def sethostname(proc: GuestProcess, name: int, length: int) -> int:
     import socket
 
     socket.sethostname(proc.mem.read(name, length))
@@ -252,11 +264,7 @@ RLIMIT_NAMES = {
     14: "RLIMIT_RTPRIO",
     15: "RLIMIT_RTTIME",
 }
-RLIM_INFINITY = (1 << 64) - 1
 RLIMIT = Enum(RLIMIT_NAMES)
-# include/uapi/linux/resource.h: struct rlimit64 {__u64 rlim_cur; __u64 rlim_max} (and struct
-# rlimit, two unsigned longs: the same bytes on 64-bit)
-RLIMIT64 = Layout("rlimit64", [("rlim_cur", "Q"), ("rlim_max", "Q")])
 
 
 def _rlim_to_guest(value: int) -> int:
@@ -275,16 +283,27 @@ EMULATED_LIMITS = (resource.RLIMIT_STACK, resource.RLIMIT_AS, resource.RLIMIT_DA
 _emulated_limits: dict[int, tuple[int, int]] = {}
 
 
-def _read_rlimit(proc: Process, addr: int) -> tuple[int, int]:
-    fields = RLIMIT64.unpack(proc.mem.read(addr, RLIMIT64.size))
-    return field_int(fields, "rlim_cur"), field_int(fields, "rlim_max")
+def _read_rlimit(proc: GuestProcess, addr: int) -> tuple[int, int]:
+    limit = RLIMIT64.unpack(proc.mem.read(addr, RLIMIT64.size))
+    return limit.rlim_cur, limit.rlim_max
 
 
-def _write_rlimit(proc: Process, addr: int, soft: int, hard: int) -> None:
+def _write_rlimit(proc: GuestProcess, addr: int, soft: int, hard: int) -> None:
     proc.mem.write(addr, RLIMIT64.pack(rlim_cur=soft, rlim_max=hard))
 
 
-def _get_limit(proc: Process, which: int) -> tuple[int, int]:
+def _host_set_limit(pid: int, which: int, soft: int, hard: int) -> tuple[int, int]:
+    """The host's prlimit64 setting a limit (struct rlimit64 is the same there, RLIM_INFINITY
+    included); the previous one. Not Python's resource module: it turns the host's EPERM
+    (raising a hard limit unprivileged, RLIMIT_NOFILE past nr_open) into ValueError."""
+    new = ctypes.create_string_buffer(RLIMIT64.pack(rlim_cur=soft, rlim_max=hard))
+    old = ctypes.create_string_buffer(RLIMIT64.size)
+    host_syscall(HOST_SYS_PRLIMIT64, pid, which, new, old)
+    previous = RLIMIT64.unpack(old.raw)
+    return previous.rlim_cur, previous.rlim_max
+
+
+def _get_limit(proc: GuestProcess, which: int) -> tuple[int, int]:
     if which in _emulated_limits:
         return _emulated_limits[which]
     soft, hard = resource.getrlimit(which)
@@ -294,32 +313,32 @@ def _get_limit(proc: Process, which: int) -> tuple[int, int]:
     return soft, hard
 
 
-def _set_emulated_limit(proc: Process, which: int, soft: int, hard: int) -> None:
+def _set_emulated_limit(proc: GuestProcess, which: int, soft: int, hard: int) -> None:
     _, current_hard = _get_limit(proc, which)
     if hard > current_hard and os.geteuid() != 0:
         raise OSError(errno.EPERM, "raising a hard limit needs CAP_SYS_RESOURCE")
     _emulated_limits[which] = (soft, hard)
 
 
-def _show_rlimit(proc: Process, addr: int) -> str:
+def _show_rlimit(proc: GuestProcess, addr: int) -> str:
     soft, hard = _read_rlimit(proc, addr)
     show = lambda v: "RLIM_INFINITY" if v == RLIM_INFINITY else str(v)  # noqa: E731
     return f"{{rlim_cur={show(soft)},rlim_max={show(hard)}}}"
 
 
 @syscall("prlimit64", INT, RLIMIT, StructIn(_show_rlimit), StructOut(_show_rlimit))
-def prlimit64(proc: Process, pid: int, which: int, new: int, old: int) -> int:
+def prlimit64(proc: GuestProcess, pid: int, which: int, new: int, old: int) -> int:
     if which not in RLIMIT_NAMES:
         return -errno.EINVAL
     if pid not in (0, os.getpid()):
         # another process: the host's limits are its own
         if new:
             soft, hard = _read_rlimit(proc, new)
-            previous = resource.prlimit(pid, which, (_rlim_to_host(soft), _rlim_to_host(hard)))
+            previous = _host_set_limit(pid, which, soft, hard)
         else:
-            previous = resource.prlimit(pid, which)
+            previous = tuple(map(_rlim_to_guest, resource.prlimit(pid, which)))
         if old:
-            _write_rlimit(proc, old, *map(_rlim_to_guest, previous))
+            _write_rlimit(proc, old, *previous)
         return 0
     current = _get_limit(proc, which)
     if new:
@@ -329,45 +348,20 @@ def prlimit64(proc: Process, pid: int, which: int, new: int, old: int) -> int:
         if which in EMULATED_LIMITS:
             _set_emulated_limit(proc, which, soft, hard)
         else:
-            resource.setrlimit(which, (_rlim_to_host(soft), _rlim_to_host(hard)))
+            _host_set_limit(0, which, soft, hard)
     if old:
         _write_rlimit(proc, old, *current)
     return 0
 
 
 @syscall("getrlimit", RLIMIT, StructOut(_show_rlimit))
-def getrlimit(proc: Process, which: int, old: int) -> int:
+def getrlimit(proc: GuestProcess, which: int, old: int) -> int:
     return prlimit64(proc, 0, which, 0, old)
 
 
 @syscall("setrlimit", RLIMIT, StructIn(_show_rlimit))
-def setrlimit(proc: Process, which: int, new: int) -> int:
+def setrlimit(proc: GuestProcess, which: int, new: int) -> int:
     return prlimit64(proc, 0, which, new, 0)
-
-
-# include/uapi/linux/resource.h: struct rusage, two __kernel_old_timeval then 14 longs
-# the fourteen long counters after the two timevals, in struct rusage's order
-RUSAGE_COUNTERS = (
-    "maxrss",
-    "ixrss",
-    "idrss",
-    "isrss",
-    "minflt",
-    "majflt",
-    "nswap",
-    "inblock",
-    "oublock",
-    "msgsnd",
-    "msgrcv",
-    "nsignals",
-    "nvcsw",
-    "nivcsw",
-)
-RUSAGE = Layout(
-    "rusage",
-    [("ru_utime_sec", "q"), ("ru_utime_usec", "q"), ("ru_stime_sec", "q"), ("ru_stime_usec", "q")]
-    + [(f"ru_{name}", "q") for name in RUSAGE_COUNTERS],
-)
 
 
 def _pack_rusage(ru: resource.struct_rusage) -> bytes:
@@ -384,7 +378,7 @@ def _pack_rusage(ru: resource.struct_rusage) -> bytes:
 
 
 @syscall("getrusage", Enum({0: "RUSAGE_SELF", -1: "RUSAGE_CHILDREN", 1: "RUSAGE_THREAD"}), PTR)
-def getrusage(proc: Process, who: int, usage: int) -> int:
+def getrusage(proc: GuestProcess, who: int, usage: int) -> int:
     host_who = {0: resource.RUSAGE_SELF, -1: resource.RUSAGE_CHILDREN, 1: resource.RUSAGE_THREAD}
     if who not in host_who:
         return -errno.EINVAL
@@ -392,58 +386,23 @@ def getrusage(proc: Process, who: int, usage: int) -> int:
     return 0
 
 
-# include/uapi/linux/sysinfo.h: struct sysinfo, 64-bit (__kernel_long_t fields; _f pads to 112)
-SYSINFO = Layout(
-    "sysinfo",
-    [
-        ("uptime", "q"),
-        ("loads", "3Q"),
-        ("totalram", "Q"),
-        ("freeram", "Q"),
-        ("sharedram", "Q"),
-        ("bufferram", "Q"),
-        ("totalswap", "Q"),
-        ("freeswap", "Q"),
-        ("procs", "H"),
-        ("pad", "H"),
-        ("totalhigh", "Q"),
-        ("freehigh", "Q"),
-        ("mem_unit", "I"),
-    ],
-    size=112,
-)
-HOST_SYS_SYSINFO = 99  # x86_64, whose struct sysinfo has the same fields and sizes
-
-
-def _unpack_sysinfo(data: bytes) -> dict[str, object]:
-    values = SYSINFO.struct.unpack(data)
-    # "3Q" unpacks to three values: regroup them under their one field name
-    names = ["uptime", "load0", "load1", "load2"] + [f for f, _ in SYSINFO.fields[2:]]
-    fields: dict[str, object] = dict(zip(names, values))
-    fields["loads"] = (fields.pop("load0"), fields.pop("load1"), fields.pop("load2"))
-    return fields
-
-
-def _pack_sysinfo(fields: dict[str, object]) -> bytes:
-    ordered = []
-    for name, _ in SYSINFO.fields:
-        value = fields[name]
-        ordered.extend(value if isinstance(value, tuple) else (value,))
-    return SYSINFO.struct.pack(*ordered)
-
-
 @syscall("sysinfo", PTR)
-def sysinfo(proc: Process, info: int) -> int:
-    from qemuser.syscalls.fs import host_syscall
-
+def sysinfo(proc: GuestProcess, info: int) -> int:
     host = ctypes.create_string_buffer(SYSINFO.size)
     host_syscall(HOST_SYS_SYSINFO, host)
-    proc.mem.write(info, _pack_sysinfo(_unpack_sysinfo(host.raw)))
+    # x86_64's struct sysinfo has the same fields and sizes: decoded and re-encoded
+    proc.mem.write(info, SYSINFO.pack(SYSINFO.unpack(host.raw)))
     return 0
 
 
-@syscall("getrandom", PTR, ULONG, Flags({1: "GRND_NONBLOCK", 2: "GRND_RANDOM", 4: "GRND_INSECURE"}))
-def getrandom(proc: Process, buf: int, length: int, flags: int) -> int:
+@syscall(
+    "getrandom",
+    PTR,
+    ULONG,
+    Flags({1: "GRND_NONBLOCK", 2: "GRND_RANDOM", 4: "GRND_INSECURE"}),
+    blocks=True,
+)
+def getrandom(proc: GuestProcess, buf: int, length: int, flags: int) -> int:
     if flags & ~7 or flags & 6 == 6:  # GRND_INSECURE with GRND_RANDOM is EINVAL too
         return -errno.EINVAL
     length = min(length, 1 << 25)
@@ -454,17 +413,11 @@ def getrandom(proc: Process, buf: int, length: int, flags: int) -> int:
 # ---- scheduling ------------------------------------------------------------------------------
 
 
-HOST_SYS_SCHED_GETAFFINITY = 204  # x86_64
-HOST_SYS_GETCPU = 309
-
-
 @syscall("sched_getaffinity", INT, ULONG, PTR)
-def sched_getaffinity(proc: Process, pid: int, size: int, mask: int) -> int:
+def sched_getaffinity(proc: GuestProcess, pid: int, size: int, mask: int) -> int:
     # The host's own call: its checks (size against nr_cpu_ids, a multiple of a long) and its
     # result (the bytes it wrote) are what the guest should see; cpu masks are arrays of longs
     # on both sides.
-    from qemuser.syscalls.fs import host_syscall
-
     host = ctypes.create_string_buffer(max(min(size, 1 << 16), 8))
     written = host_syscall(HOST_SYS_SCHED_GETAFFINITY, pid, min(size, 1 << 16), host)
     proc.mem.write(mask, host.raw[:written])
@@ -472,7 +425,7 @@ def sched_getaffinity(proc: Process, pid: int, size: int, mask: int) -> int:
 
 
 @syscall("sched_setaffinity", INT, ULONG, PTR)
-def sched_setaffinity(proc: Process, pid: int, size: int, mask: int) -> int:
+def sched_setaffinity(proc: GuestProcess, pid: int, size: int, mask: int) -> int:
     value = int.from_bytes(proc.mem.read(mask, size), "little")
     cpus = {i for i in range(size * 8) if value >> i & 1}
     os.sched_setaffinity(pid, cpus)
@@ -480,15 +433,13 @@ def sched_setaffinity(proc: Process, pid: int, size: int, mask: int) -> int:
 
 
 @syscall("sched_yield")
-def sched_yield(proc: Process) -> int:
+def sched_yield(proc: GuestProcess) -> int:
     os.sched_yield()
     return 0
 
 
 @syscall("getcpu", PTR, PTR, PTR)
-def getcpu(proc: Process, cpu: int, node: int, cache: int) -> int:
-    from qemuser.syscalls.fs import host_syscall
-
+def getcpu(proc: GuestProcess, cpu: int, node: int, cache: int) -> int:
     host = (ctypes.c_uint32 * 2)()
     host_syscall(HOST_SYS_GETCPU, ctypes.addressof(host), ctypes.addressof(host) + 4, 0)
     if cpu:
@@ -499,12 +450,14 @@ def getcpu(proc: Process, cpu: int, node: int, cache: int) -> int:
 
 
 @syscall("sched_getscheduler", INT)
-def sched_getscheduler(proc: Process, pid: int) -> int:
+def sched_getscheduler(proc: GuestProcess, pid: int) -> int:
     return os.sched_getscheduler(pid)
 
 
 @syscall("sched_getparam", INT, PTR)
-def sched_getparam(proc: Process, pid: int, param: int) -> int:
+def sched_getparam(proc: GuestProcess, pid: int, param: int) -> int:
+    if pid < 0 or not param:
+        return -errno.EINVAL  # checked before anything is looked at (sched_getparam03)
     proc.mem.write_u32(param, os.sched_getparam(pid).sched_priority)
     return 0
 
@@ -523,12 +476,12 @@ SCHED_POLICY = Enum(
 )
 
 
-def _read_sched_param(proc: Process, param: int) -> os.sched_param:
+def _read_sched_param(proc: GuestProcess, param: int) -> os.sched_param:
     return os.sched_param(s32(proc.mem.read_u32(param)))
 
 
 @syscall("sched_setscheduler", INT, INT, PTR)
-def sched_setscheduler(proc: Process, pid: int, policy: int, param: int) -> int:
+def sched_setscheduler(proc: GuestProcess, pid: int, policy: int, param: int) -> int:
     if pid < 0 or not param:
         return -errno.EINVAL
     os.sched_setscheduler(pid, policy, _read_sched_param(proc, param))
@@ -536,7 +489,7 @@ def sched_setscheduler(proc: Process, pid: int, policy: int, param: int) -> int:
 
 
 @syscall("sched_setparam", INT, PTR)
-def sched_setparam(proc: Process, pid: int, param: int) -> int:
+def sched_setparam(proc: GuestProcess, pid: int, param: int) -> int:
     if pid < 0 or not param:
         return -errno.EINVAL
     os.sched_setparam(pid, _read_sched_param(proc, param))
@@ -544,18 +497,18 @@ def sched_setparam(proc: Process, pid: int, param: int) -> int:
 
 
 @syscall("sched_get_priority_max", SCHED_POLICY)
-def sched_get_priority_max(proc: Process, policy: int) -> int:
+def sched_get_priority_max(proc: GuestProcess, policy: int) -> int:
     return os.sched_get_priority_max(policy)
 
 
 @syscall("sched_get_priority_min", SCHED_POLICY)
-def sched_get_priority_min(proc: Process, policy: int) -> int:
+def sched_get_priority_min(proc: GuestProcess, policy: int) -> int:
     return os.sched_get_priority_min(policy)
 
 
 @syscall("sched_rr_get_interval", INT, PTR)
-def sched_rr_get_interval(proc: Process, pid: int, interval: int) -> int:
-    from qemuser.syscalls.time import write_timespec
+def sched_rr_get_interval(proc: GuestProcess, pid: int, interval: int) -> int:
+    from qemuser.syscalls.clock import write_timespec
 
     if pid < 0:
         return -errno.EINVAL
@@ -564,13 +517,13 @@ def sched_rr_get_interval(proc: Process, pid: int, interval: int) -> int:
 
 
 @syscall("getpriority", INT, INT)
-def getpriority(proc: Process, which: int, who: int) -> int:
+def getpriority(proc: GuestProcess, which: int, who: int) -> int:
     # The kernel returns 20 - nice so that the result is never negative.
     return 20 - os.getpriority(which, who)
 
 
 @syscall("setpriority", INT, INT, INT)
-def setpriority(proc: Process, which: int, who: int, prio: int) -> int:
+def setpriority(proc: GuestProcess, which: int, who: int, prio: int) -> int:
     os.setpriority(which, who, prio)
     return 0
 
@@ -628,6 +581,8 @@ PASSED_TO_HOST = frozenset(
         8,  # PR_GET_KEEPCAPS, PR_SET_KEEPCAPS
         23,
         24,  # PR_CAPBSET_READ, PR_CAPBSET_DROP
+        27,
+        28,  # PR_GET_SECUREBITS, PR_SET_SECUREBITS (prctl02: EPERM without CAP_SETPCAP)
         29,
         30,  # PR_SET_TIMERSLACK, PR_GET_TIMERSLACK
         36,  # PR_SET_CHILD_SUBREAPER
@@ -642,7 +597,7 @@ PASSED_TO_HOST = frozenset(
 # Options that return an int through the pointer in arg2.
 INT_OUT_OPTIONS = frozenset({PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER})
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = LIBC
 
 
 def _host_prctl(option: int, *args: int) -> int:
@@ -655,7 +610,7 @@ def _host_prctl(option: int, *args: int) -> int:
 
 
 @syscall("prctl", Enum(PR_NAMES), ULONG, ULONG, ULONG, ULONG)
-def prctl(proc: Process, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
+def prctl(proc: GuestProcess, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
     if option == PR_SET_NAME:
         name = proc.mem.read_cstr(a2, TASK_COMM_LEN)[: TASK_COMM_LEN - 1]
         proc.thread_name = name
@@ -683,27 +638,109 @@ def prctl(proc: Process, option: int, a2: int, a3: int, a4: int, a5: int) -> int
     return -errno.EINVAL
 
 
+# The execution domain personality() last set: kept for the guest, never given to the host,
+# whose ADDR_LIMIT_32BIT or READ_IMPLIES_EXEC would change the emulator's own mappings. It
+# starts as the persona the emulator inherited (as a program inherits its parent's: a shell
+# under `setarch -R` passes ADDR_NO_RANDOMIZE down). One per host process, so a fork keeps it.
+_persona: int | None = None
+STICKY_TIMEOUTS = 0x4000000  # select/pselect6/ppoll leave the caller's timeout alone
+
+
+def current_persona() -> int:
+    """The guest's persona (include/uapi/linux/personality.h)."""
+    global _persona
+    if _persona is None:
+        _persona = _libc.personality(ctypes.c_ulong(0xFFFF_FFFF)) & 0xFFFF_FFFF
+    return _persona
+
+
 @syscall("personality", ULONG)
-def personality(proc: Process, persona: int) -> int:
-    return 0  # PER_LINUX
+def personality(proc: GuestProcess, persona: int) -> int:
+    global _persona
+    previous = current_persona()
+    persona &= 0xFFFF_FFFF
+    if persona != 0xFFFF_FFFF:  # that value only asks
+        _persona = persona
+    return previous
 
 
 @syscall("getpgid", INT)
-def getpgid(proc: Process, pid: int) -> int:
+def getpgid(proc: GuestProcess, pid: int) -> int:
     return os.getpgid(pid)
 
 
 @syscall("getsid", INT)
-def getsid(proc: Process, pid: int) -> int:
+def getsid(proc: GuestProcess, pid: int) -> int:
     return os.getsid(pid)
 
 
 @syscall("setpgid", INT, INT)
-def setpgid(proc: Process, pid: int, pgid: int) -> int:
+def setpgid(proc: GuestProcess, pid: int, pgid: int) -> int:
     os.setpgid(pid, pgid)
     return 0
 
 
 @syscall("setsid")
-def setsid(proc: Process) -> int:
+def setsid(proc: GuestProcess) -> int:
     return os.setsid()
+
+
+# ---- capabilities ----------------------------------------------------------------------------
+# The guest's capabilities are the host process's own: the host kernel answers
+# (abi/capability.py: the records are the same for both).
+
+
+def _show_cap_header(proc: GuestProcess, address: int) -> str:
+    header = CAP_HEADER.unpack(proc.mem.read(address, CAP_HEADER.size))
+    version = CAP_VERSION_NAMES.get(header.version, hex(header.version))
+    return f"{{version={version}, pid={header.pid}}}"
+
+
+def _show_cap_data(proc: GuestProcess, address: int) -> str:
+    data = CAP_DATA.unpack(proc.mem.read(address, CAP_DATA.size))
+    return (
+        f"{{effective={data.effective:#x}, permitted={data.permitted:#x},"
+        f" inheritable={data.inheritable:#x}}}"
+    )
+
+
+def _cap_header(proc: GuestProcess, address: int) -> tuple[int, ctypes.Array]:
+    """The header's version, and the header as a host buffer (the kernel writes its own
+    version there when it does not know the guest's)."""
+    header = CAP_HEADER.unpack(proc.mem.read(address, CAP_HEADER.size))
+    pid = 0 if header.pid == proc.tid else header.pid  # a guest tid need not be the host's
+    packed = CAP_HEADER.pack(version=header.version, pid=pid)
+    return header.version, ctypes.create_string_buffer(packed, len(packed))
+
+
+def _give_back_version(proc: GuestProcess, address: int, host_header: ctypes.Array) -> None:
+    version = CAP_HEADER.unpack(host_header.raw).version
+    proc.mem.write(address, CAP_VERSION_WORD.pack(value=version))
+
+
+@syscall("capget", StructIn(_show_cap_header), StructOut(_show_cap_data))
+def capget(proc: GuestProcess, header: int, data: int) -> int:
+    version, host_header = _cap_header(proc, header)
+    host_data = ctypes.create_string_buffer(CAP_DATA.size * cap_data_count(version))
+    try:
+        result = host_syscall(HOST_SYS_CAPGET, host_header, host_data if data else None)
+    finally:  # an unknown version: the kernel names its own (EINVAL, or 0 with no data)
+        _give_back_version(proc, header, host_header)
+    if data:
+        proc.mem.write(data, host_data.raw)
+    return result
+
+
+@syscall("capset", StructIn(_show_cap_header), StructIn(_show_cap_data))
+def capset(proc: GuestProcess, header: int, data: int) -> int:
+    version, host_header = _cap_header(proc, header)
+    try:
+        host_data: object = ctypes.create_string_buffer(
+            proc.mem.read(data, CAP_DATA.size * cap_data_count(version))
+        )
+    except GuestFault:
+        host_data = UNMAPPED_HOST_ADDRESS  # the host's EFAULT, after its version check
+    try:
+        return host_syscall(HOST_SYS_CAPSET, host_header, host_data)
+    finally:
+        _give_back_version(proc, header, host_header)

@@ -1,12 +1,14 @@
-"""A guest process's signals: dispositions, mask, pending queue, alternate stack, delivery.
+"""A guest process's signal state: dispositions, mask, pending queue, alternate stack, the
+constants of the signal calls. Delivery (frames, the host-signal bridge) is the runtime's
+(qemuser.user.signals).
 
 How host signals reach the guest: while the guest handles or blocks a signal, the host
 disposition is a Python handler that queues it. Python runs that handler only between
 bytecodes, so while such a handler exists the engine is stopped every few milliseconds
-(preempt.py) and the run loop delivers what is pending before it starts the engine again.
+(qemuser.user.preempt) and the run loop delivers what is pending before it starts the engine again.
 A host signal that arrives during a blocking host call makes the kernel end it with EINTR
 (Python's handlers have no SA_RESTART), which becomes the guest's EINTR or a restart under
-SA_RESTART (hostio.py). While the guest leaves a signal at SIG_DFL or SIG_IGN, the host
+SA_RESTART (qemuser.host.libc). While the guest leaves a signal at SIG_DFL or SIG_IGN, the host
 disposition is the same, so the kernel itself does what it would do to a native program (and
 SIG_IGN survives execve).
 """
@@ -14,14 +16,19 @@ SIG_IGN survives execve).
 from __future__ import annotations
 
 import signal
-import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from qemuser.syscalls.process import Process
+from qemuser.syscalls.abi.sigaction import SIGACTION
+from qemuser.syscalls.abi.siginfo import (
+    SIGINFO_CHLD,
+    SIGNALFD_SIGINFO,
+    SiginfoFault,
+    SiginfoKill,
+    SiginfoRt,
+    pack_siginfo,
+)
 
 SIG_DFL = 0
 SIG_IGN = 1
@@ -66,32 +73,6 @@ DEFAULT_CORE = frozenset(
         signal.SIGSYS,
     }
 )
-# Signals the emulator itself must keep: faults of the host process are bugs of ours, and
-# SIGKILL/SIGSTOP cannot be caught.
-HOST_RESERVED = frozenset(
-    {
-        signal.SIGSEGV,
-        signal.SIGBUS,
-        signal.SIGILL,
-        signal.SIGFPE,
-        signal.SIGKILL,
-        signal.SIGSTOP,
-        signal.SIGRTMAX,  # INTERRUPT_SIGNAL below
-    }
-)
-
-# The host signal that ends the blocking host call of one guest thread's worker (threads.py),
-# sent with pthread_kill to that worker only. Reserved: the guest's own SIGRTMAX still works
-# between its threads (kill/tgkill queue it here), but one sent from outside is not seen.
-INTERRUPT_SIGNAL = signal.SIGRTMAX
-
-
-def keep_signals_for_the_main_thread() -> None:
-    """Called first in every host thread we start: the kernel then delivers process-directed
-    signals to the main thread, the one that runs the guest (and, with a single guest thread,
-    its blocking calls, which they then interrupt as on Linux). A guest thread's worker then
-    unblocks INTERRUPT_SIGNAL alone, by which the scheduler ends its calls (threads.py)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
 
 
 def bit(signo: int) -> int:
@@ -100,23 +81,29 @@ def bit(signo: int) -> int:
 
 @dataclass
 class SigAction:
-    """struct sigaction as the asm-generic kernel ABI has it (include/uapi/asm-generic/
-    signal.h, with SA_RESTORER): handler, flags, restorer, mask."""
+    """A guest's struct sigaction (abi/sigaction.py: riscv64's has no sa_restorer)."""
 
     handler: int = SIG_DFL
     flags: int = 0
     restorer: int = 0
     mask: int = 0
 
-    LAYOUT = struct.Struct("<QQQQ")  # sa_handler, sa_flags, sa_restorer, sa_mask
+    @staticmethod
+    def size(arch: str) -> int:
+        return SIGACTION[arch].size
 
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.handler, self.flags, self.restorer, self.mask)
+    def pack(self, arch: str) -> bytes:
+        layout = SIGACTION[arch]
+        values = {"sa_handler": self.handler, "sa_flags": self.flags, "sa_mask": self.mask}
+        if "sa_restorer" in layout.offsets:  # riscv64's struct has none
+            values["sa_restorer"] = self.restorer
+        return layout.pack(**values)
 
     @classmethod
-    def unpack(cls, data: bytes) -> SigAction:
-        handler, flags, restorer, mask = cls.LAYOUT.unpack(data[: cls.LAYOUT.size])
-        return cls(handler, flags & 0xFFFF_FFFF, restorer, mask)
+    def unpack(cls, data: bytes, arch: str) -> SigAction:
+        given = SIGACTION[arch].unpack(data)
+        restorer = getattr(given, "sa_restorer", 0)
+        return cls(given.sa_handler, given.sa_flags & 0xFFFF_FFFF, restorer, given.sa_mask)
 
 
 @dataclass
@@ -127,12 +114,21 @@ class PendingSignal:
     # tgkill's thread (0: sent to the process, any thread not blocking it may take it)
     thread: int = 0
     # for a signal sent to the process: the thread chosen to take it (0: not chosen yet),
-    # as Linux's complete_signal picks one (threads.py: Scheduler.route_signals)
+    # as Linux's complete_signal picks one (qemuser.user.threads: Scheduler.route_signals)
     target: int = 0
 
     def for_thread(self, tid: int) -> bool:
         """Whether thread `tid` may take it (with one guest thread, every signal is its)."""
         return self.thread in (0, tid) and self.target in (0, tid)
+
+
+# eq=False: compared by identity only; every start would compile the generated __eq__.
+@dataclass(eq=False)
+class SignalFd:
+    """A guest signalfd: the pipe end that wakes its readers, and the signals it takes."""
+
+    write_end: int
+    mask: int
 
 
 @dataclass
@@ -146,7 +142,7 @@ class SignalState:
     router: Callable[[PendingSignal], bool] | None = None  # signalfd delivery
     # The guest thread whose mask `mask` is (the one on the CPU; 0 with a single thread), and
     # what to call when a signal becomes pending (the scheduler's wake-up, once there are
-    # threads). Set by threads.py.
+    # threads). Set by qemuser.user.threads.
     current_tid: int = 0
     waker: Callable[[], None] | None = None
 
@@ -198,70 +194,26 @@ class SignalState:
             return mask
 
 
-class HostSignalBridge:
-    """Routes host signals the guest handles into the guest's pending queue."""
-
-    def __init__(self, proc: Process) -> None:
-        self.proc = proc
-        self._overrides: dict[int, bytes] = {}  # siginfo for signals we raise ourselves
-        self._overrides_lock = threading.RLock()
-
-    def send_to_self(self, signo: int, siginfo: bytes) -> None:
-        """Raise `signo` in this process as a host signal whose guest siginfo is `siginfo`."""
-        with self._overrides_lock:
-            self._overrides[signo] = siginfo
-        signal.pthread_kill(threading.main_thread().ident or 0, signo)
-
-    def on_host_signal(self, signo: int, _frame: object) -> None:
-        with self._overrides_lock:
-            info = self._overrides.pop(signo, None)
-        if info is None:
-            # Python does not tell who sent it; the kernel's own interval timers send as
-            # SI_KERNEL, anything else we take for a kill() from another process
-            code = SI_KERNEL if signo in self.proc.kernel_timer_signals else SI_USER
-            info = pack_kill_info(signo, code, 0, 0)
-        self.proc.signals.queue(PendingSignal(signo, info))
-
-
 def pack_kill_info(signo: int, code: int, pid: int, uid: int, value: int | None = None) -> bytes:
-    from qemuser.syscalls.abi.sigframe import pack_siginfo
-
-    fields = struct.pack("<iI", pid, uid)
-    if value is not None:
-        fields += struct.pack("<Q", value)
-    return pack_siginfo(signo, code, fields)
+    """The siginfo of a signal a process sent: _kill, or _rt when it carries a value."""
+    if value is None:
+        return pack_siginfo(SiginfoKill(signo, 0, code, pid, uid))
+    return pack_siginfo(SiginfoRt(signo, 0, code, pid, uid, value))
 
 
 def pack_fault_info(signo: int, code: int, address: int) -> bytes:
-    from qemuser.syscalls.abi.sigframe import pack_siginfo
-
-    return pack_siginfo(signo, code, struct.pack("<Q", address))
-
-
-# struct signalfd_siginfo (include/uapi/linux/signalfd.h): 128 bytes.
-SIGNALFD_SIGINFO = struct.Struct("<IiiIIiIIIIiiQQQQH")
+    return pack_siginfo(SiginfoFault(signo, 0, code, address))
 
 
 def signalfd_record(pending: PendingSignal) -> bytes:
-    signo, errno_value, code = struct.unpack_from("<iii", pending.siginfo, 0)
-    pid, uid, status = struct.unpack_from("<iIi", pending.siginfo, 16)
-    record = SIGNALFD_SIGINFO.pack(
-        signo,
-        errno_value,
-        code,
-        pid & 0xFFFF_FFFF,
-        uid,
-        0,
-        0,
-        0,
-        0,
-        0,
-        status,
-        0,
-        0,
-        0,
-        0,
-        pending.fault_address,
-        0,
+    # the sender and status words read as _sigchld has them, whichever member was sent
+    info = SIGINFO_CHLD.unpack(pending.siginfo)
+    return SIGNALFD_SIGINFO.pack(
+        ssi_signo=info.si_signo,
+        ssi_errno=info.si_errno,
+        ssi_code=info.si_code,
+        ssi_pid=info.si_pid & 0xFFFF_FFFF,
+        ssi_uid=info.si_uid,
+        ssi_status=info.si_status,
+        ssi_addr=pending.fault_address,
     )
-    return record + bytes(128 - len(record))

@@ -11,28 +11,26 @@ from __future__ import annotations
 
 import errno
 import signal
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from qemuser.syscalls.abi.sigframe import pack_siginfo
-from qemuser.syscalls.process import Process
-from qemuser.syscalls.registry import INT, PTR, Enum, Flags, syscall
-from qemuser.syscalls.sigstate import keep_signals_for_the_main_thread
+from qemuser.host.signals import keep_signals_for_the_main_thread
+from qemuser.syscalls.abi.scalars import INT as C_INT
+from qemuser.syscalls.abi.siginfo import SI_TIMER, SIGEVENT, SiginfoTimer, pack_siginfo
+from qemuser.syscalls.abi.timespec import ITIMERSPEC, Itimerspec
+from qemuser.syscalls.argkinds import INT, PTR, Enum, Flags
+from qemuser.syscalls.registry import syscall
+
+if TYPE_CHECKING:
+    from qemuser.syscalls.context import GuestProcess
 
 SIGEV_SIGNAL = 0
 SIGEV_NONE = 1
 SIGEV_THREAD = 2
 SIGEV_THREAD_ID = 4
-SI_TIMER = -2
 TIMER_ABSTIME = 1
-
-# struct sigevent (include/uapi/asm-generic/siginfo.h), 64 bytes: sigval_t sigev_value;
-# int sigev_signo; int sigev_notify; then a union whose first int is the target tid.
-SIGEVENT = struct.Struct("<Qiii")
-# struct __kernel_itimerspec: it_interval then it_value, two {s64, s64} timespecs.
-ITIMERSPEC = struct.Struct("<qqqq")
 
 CLOCKS = Enum(
     {
@@ -59,17 +57,18 @@ class GuestTimer:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _timers(proc: Process) -> dict[int, GuestTimer]:
+def _timers(proc: GuestProcess) -> dict[int, GuestTimer]:
     return proc.posix_timers
 
 
 @syscall("timer_create", CLOCKS, PTR, PTR)
-def timer_create(proc: Process, clock: int, sevp: int, timerid_ptr: int) -> int:
+def timer_create(proc: GuestProcess, clock: int, sevp: int, timerid_ptr: int) -> int:
     if clock not in (0, 1, 2, 3, 7):
         return -errno.EINVAL
     timers = _timers(proc)
     timer_id = next(i for i in range(len(timers) + 1) if i not in timers)
     if sevp:
+        # the whole struct sigevent, as the kernel copies it
         value, signo, notify, _tid = SIGEVENT.unpack(proc.mem.read(sevp, SIGEVENT.size))
     else:
         value, signo, notify = timer_id, signal.SIGALRM, SIGEV_SIGNAL
@@ -77,7 +76,7 @@ def timer_create(proc: Process, clock: int, sevp: int, timerid_ptr: int) -> int:
         return -errno.EINVAL
     if notify != SIGEV_NONE and not 1 <= signo <= 64:
         return -errno.EINVAL
-    proc.mem.write(timerid_ptr, struct.pack("<i", timer_id))
+    proc.mem.write(timerid_ptr, C_INT.pack(value=timer_id))
     timers[timer_id] = GuestTimer(timer_id, clock, signo, notify, value)
     return 0
 
@@ -86,7 +85,7 @@ def _now(timer: GuestTimer) -> float:
     return time.time() if timer.clock == 0 else time.monotonic()
 
 
-def _fire(proc: Process, timer: GuestTimer, generation: int) -> None:
+def _fire(proc: GuestProcess, timer: GuestTimer, generation: int) -> None:
     keep_signals_for_the_main_thread()
     while True:
         with timer.lock:
@@ -100,9 +99,14 @@ def _fire(proc: Process, timer: GuestTimer, generation: int) -> None:
             if timer.generation != generation:
                 return
             info = pack_siginfo(
-                timer.signo,
-                SI_TIMER,
-                struct.pack("<iiQ", timer.timer_id, timer.overrun, timer.value),
+                SiginfoTimer(
+                    si_signo=timer.signo,
+                    si_errno=0,
+                    si_code=SI_TIMER,
+                    si_timerid=timer.timer_id,
+                    si_overrun=timer.overrun,
+                    si_value=timer.value,
+                )
             )
             timer.overrun = 0
             if timer.interval > 0:
@@ -118,7 +122,7 @@ def _fire(proc: Process, timer: GuestTimer, generation: int) -> None:
 
 
 @syscall("timer_settime", INT, Flags({TIMER_ABSTIME: "TIMER_ABSTIME"}), PTR, PTR)
-def timer_settime(proc: Process, timer_id: int, flags: int, new_ptr: int, old_ptr: int) -> int:
+def timer_settime(proc: GuestProcess, timer_id: int, flags: int, new_ptr: int, old_ptr: int) -> int:
     timer = _timers(proc).get(timer_id)
     if timer is None:
         return -errno.EINVAL
@@ -151,11 +155,11 @@ def _current(timer: GuestTimer) -> bytes:
         whole = int(seconds)
         return whole, int((seconds - whole) * 1e9)
 
-    return ITIMERSPEC.pack(*split(timer.interval), *split(remaining))
+    return ITIMERSPEC.pack(Itimerspec(*split(timer.interval), *split(remaining)))
 
 
 @syscall("timer_gettime", INT, PTR)
-def timer_gettime(proc: Process, timer_id: int, value_ptr: int) -> int:
+def timer_gettime(proc: GuestProcess, timer_id: int, value_ptr: int) -> int:
     timer = _timers(proc).get(timer_id)
     if timer is None:
         return -errno.EINVAL
@@ -164,13 +168,13 @@ def timer_gettime(proc: Process, timer_id: int, value_ptr: int) -> int:
 
 
 @syscall("timer_getoverrun", INT)
-def timer_getoverrun(proc: Process, timer_id: int) -> int:
+def timer_getoverrun(proc: GuestProcess, timer_id: int) -> int:
     timer = _timers(proc).get(timer_id)
     return -errno.EINVAL if timer is None else timer.overrun
 
 
 @syscall("timer_delete", INT)
-def timer_delete(proc: Process, timer_id: int) -> int:
+def timer_delete(proc: GuestProcess, timer_id: int) -> int:
     timer = _timers(proc).pop(timer_id, None)
     if timer is None:
         return -errno.EINVAL

@@ -1,6 +1,8 @@
-"""The machine assembler and run loop: RAM, flash and MMIO from a `Board`, a device tree written
-from the same device list, images loaded as QEMU's virt boards load them, then the CPU runs in
-slices with firmware calls (PSCI) and guest exceptions handled between instructions.
+"""The machine assembler and run loop: RAM and MMIO from a `Board`, a device tree written from
+the same device list, images loaded as QEMU's virt boards load them, then the vCPUs run in
+slices, their exceptions and interrupts handled by the board's platform (system/arch/).
+
+Nothing here names an architecture: what differs is a `CorePlatform` (arch/common.py).
 """
 
 from __future__ import annotations
@@ -10,42 +12,47 @@ import gzip
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from elftools.elf.elffile import ELFFile
 from unicorn import UC_HOOK_INTR, Uc, UcError
-from unicorn import arm64_const as a64
 
 from qemuser.cpu.exit_checks import ExitChecks
-from qemuser.system.arm import ArmCore
+from qemuser.system.arch.common import (
+    IDLE_MAX_NS,
+    NEVER,
+    SLICE,
+    Boot,
+    InterruptController,
+    Vcpu,
+    top_of_ram_dtb,
+)
 from qemuser.system.boards import Board
 from qemuser.system.console import ConsoleInput
-from qemuser.system.devices import (
-    Access,
-    Clint,
-    Device,
-    FdtContext,
-    GicV2,
-    Ns16550,
-    Pl011,
-    Plic,
-    Psci,
-    Store,
-)
+from qemuser.system.devices.base import Access, Device, Store
+from qemuser.system.devices.char.rx import SerialPort
+from qemuser.system.devices.firmware.fw_cfg import FW_CFG_NB_CPUS, FW_CFG_RAM_SIZE, FwCfg
+from qemuser.system.devices.flash.cfi import CfiFlash, FlashImageError
+from qemuser.system.devices.rtc.goldfish import GoldfishRtc
+from qemuser.system.devices.rtc.pl031 import Pl031
+from qemuser.system.drive import BlockBackend
+from qemuser.system.dtb import DtbError, parse_dtb
+from qemuser.system.errors import MachineError
 from qemuser.system.fdt import Node, u64_cells
-from qemuser.system.riscv import RiscvHart
-from qemuser.system.virtio import DmaError
+from qemuser.system.iothread import IoEvents
+from qemuser.system.smp import Coherence, SharedMemory, Topology, run_smp
+from qemuser.system.virtio.transport import DmaError
 
 MiB = 1 << 20
-SLICE = 200_000  # instructions per emu_start: bounds how late a pending event is noticed
-SHORT_SLICE = 1_000  # while an interrupt waits for the guest to unmask it
-# aarch64 sizes slices by the next timer deadline, between these bounds.
-SLICE_MIN, MAX_SLICE, NS_PER_INSN = 20_000, 2_000_000, 10
-IDLE_MAX_NS = 10_000_000  # longest single sleep in WFI (input and timers wake it earlier)
-# emu_start(until=0) would stop a guest that runs at address 0 (flash): give one never reached.
-_NEVER = 0xFFFF_FFFF_FFFF_FFF0
-FLASH_SIZE = 64 * MiB  # aarch64 virt: pflash bank 0 at address 0
+
+
+class Debugger(Protocol):
+    """What the run loops call between slices: the GDB stub (system/gdbstub.py)."""
+
+    def before_slice(self, machine: Machine, count: int) -> int: ...
+    def after_slice(self, machine: Machine) -> None: ...
 
 
 # Legacy U-Boot image header (U-Boot's include/image.h, struct legacy_img_hdr): big-endian
@@ -53,13 +60,8 @@ FLASH_SIZE = 64 * MiB  # aarch64 virt: pflash bank 0 at address 0
 # compression, 32-byte name.
 UIMAGE_MAGIC = b"\x27\x05\x19\x56"
 UIMAGE_HEADER = struct.Struct(">IIIIIIIBBBB32s")
-UIMAGE_ARCH = {"aarch64": 22, "riscv64": 26}  # IH_ARCH_ARM64, IH_ARCH_RISCV
 UIMAGE_TYPE_KERNEL = 2  # IH_TYPE_KERNEL
 UIMAGE_COMP_NONE, UIMAGE_COMP_GZIP = 0, 1  # IH_COMP_NONE, IH_COMP_GZIP
-
-
-class MachineError(Exception):
-    """A configuration or boot problem to report as one line (bad image, overlap, ...)."""
 
 
 @dataclass
@@ -73,6 +75,11 @@ class MachineConfig:
     dtb: str | None = None
     bios: str | None = None  # None: the board's default; "none": no firmware
     no_reboot: bool = False
+    # pflash banks given as images (-drive if=pflash, -machine pflash0=/pflash1=): bank 0 holds
+    # the firmware (loaded like -bios), bank 1 backs the board's CFI flash device.
+    pflash: dict[int, BlockBackend] = field(default_factory=dict)
+    rtc_offset: int = 0  # -rtc base=: guest wall clock minus host wall clock, in seconds
+    smp: Topology = field(default_factory=Topology)  # -smp (system/smp.py)
 
 
 @dataclass
@@ -87,11 +94,13 @@ class Machine:
     console: BinaryIO
     exit_status: int | None = None
     devices: list[Device] = field(default_factory=list)
-    irq_levels: dict[int, bool] = field(default_factory=dict)
+    cpus: list[Vcpu] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         board = self.config.board
-        self.arch = board.cpu.name
+        self.platform = board.platform
+        # Callbacks from host threads (network backends), run between slices.
+        self.io = IoEvents()
         try:
             model = board.cpu.model(self.config.cpu_model)
         except KeyError:
@@ -101,39 +110,72 @@ class Machine:
         except ValueError as exc:
             raise MachineError(f"machine layout: {exc}") from None
         self.uc: Uc = board.cpu.new_engine(model)
+        # -smp: an engine per vCPU, RAM shared by all of them; `uc` is the running one's
+        # (system/smp.py).
+        self.engines = [self.uc] + [
+            board.cpu.new_engine(model) for _ in range(self.config.smp.cpus - 1)
+        ]
+        self.current_cpu = 0
+        self.coherence = Coherence(self.engines)
+        self.shared = SharedMemory()
         try:
-            self.uc.mem_map(board.ram_base, self.config.ram_size)
+            if len(self.engines) > 1:
+                self.shared.map(self.engines, board.ram_base, self.config.ram_size)
+            else:
+                self.uc.mem_map(board.ram_base, self.config.ram_size)
         except UcError as exc:
             raise MachineError(
                 f"cannot set up guest memory of {self.config.ram_size} bytes: {exc}"
             ) from None
         # Each machine gets its own device state: the board's tuple is a shared declaration.
-        self.devices = [copy.deepcopy(d) for d in board.devices]
+        # One deepcopy keeps the board's roles (intc, console, ...) the same objects as in the
+        # device list.
+        devices, intc, console, timer, firmware = copy.deepcopy(
+            (board.devices, board.intc, board.console, board.timer, board.firmware)
+        )
+        self.devices = list(devices)
+        self.intc: InterruptController = intc  # type: ignore[assignment]
+        self._irq_base = self.intc.first_board_irq
+        # The board's serial port: where the console's input goes (feed_input).
+        self.console_device: SerialPort | None = console  # type: ignore[assignment]
+        self.timer: Device | None = timer
+        self.firmware: Device | None = firmware
         for device in self.devices:
             device.attach(self)
             if device.size:
                 self._map_device(device)
-        self.psci = next((d for d in self.devices if isinstance(d, Psci)), None)
-        self.clint = next((d for d in self.devices if isinstance(d, Clint)), None)
-        self.gic = next((d for d in self.devices if isinstance(d, GicV2)), None)
-        self.plic = next((d for d in self.devices if isinstance(d, Plic)), None)
-        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        if self.arch == "riscv64":
-            self.riscv = RiscvHart(self, self.clint, self.plic)
-            self.riscv.console = next((d for d in self.devices if isinstance(d, Ns16550)), None)
-        if self.arch == "aarch64":
-            self.arm = ArmCore(
-                self.uc, lambda: board.cpu.new_engine(model), self.gic, self.psci, self._fault
-            )
-            self.arm.reset()
-        # The board's serial port: where the console's input goes (feed_input).
-        self.console_device = next(
-            (d for d in self.devices if isinstance(d, (Pl011, Ns16550))), None
-        )
+        try:
+            for index in range(len(self.engines)):
+                vcpu = self.platform.create_vcpu(self, index, lambda: board.cpu.new_engine(model))
+                vcpu.reset()
+                self.cpus.append(vcpu)
+        except ValueError as exc:
+            raise MachineError(f"machine '{board.name}': {exc}") from None
+        for engine, vcpu in zip(self.engines, self.cpus):
+            # Each engine's exceptions are its own vCPU's.
+            def on_intr(_uc: Uc, intno: int, _user: object, vcpu: Vcpu = vcpu) -> None:
+                vcpu.on_exception(intno)
+
+            engine.hook_add(UC_HOOK_INTR, on_intr)
         self.console_input: ConsoleInput | None = None
         self._console_out = bytearray()
+        self.fault_message = ""  # set by fault(): the run ends with it as the error
+        for device in self.devices:
+            if isinstance(device, Pl031 | GoldfishRtc):
+                device.load_offset = self.config.rtc_offset
+        # Called between slices (monitors: pause, reset, quit) and on the guest's own power-off
+        # or reset (QMP's SHUTDOWN event): set by a session (system/session.py).
+        self.checkpoint: Callable[[Machine], None] | None = None
+        self.on_guest_stop: Callable[[str], bool] | None = None
+        # The GDB stub (-s/-gdb, system/gdbstub.py): called before and after each slice.
+        self.debugger: Debugger | None = None
+        self._boot_memory_mapped = False
 
     # --- DeviceHost -------------------------------------------------------------------------
+    def post_io(self, callback: Callable[[], None]) -> None:
+        """From a host thread: run `callback` on the machine's thread between slices."""
+        self.io.post(callback)
+
     def console_write(self, data: bytes) -> None:
         # Buffered: a UART sends a byte per MMIO write, a flush each would be a syscall each.
         # The run loop flushes after every slice and before idling.
@@ -146,19 +188,28 @@ class Machine:
             self._console_out.clear()
 
     def power_off(self, status: int) -> None:
+        if self.exit_status is None and self.on_guest_stop is not None:
+            if self.on_guest_stop("guest-shutdown"):
+                self.uc.emu_stop()  # -no-shutdown: the session holds the machine stopped
+                return
+        self.stop(status)
+
+    def stop(self, status: int) -> None:
+        """End the run with `status` (from any thread: the engine stops at its next check)."""
         self.exit_status = status
         self.uc.emu_stop()
 
     def reset(self) -> None:
-        # A reboot ends the run (as with QEMU's -no-reboot): there is no state worth rebuilding.
-        self.power_off(0)
+        # A guest reboot ends the run (as with QEMU's -no-reboot); a monitor's system_reset
+        # rebuilds the machine instead (system/session.py).
+        if self.exit_status is None and self.on_guest_stop is not None:
+            if self.on_guest_stop("guest-reset"):
+                self.uc.emu_stop()
+                return
+        self.stop(0)
 
     def set_irq(self, line: int, level: bool) -> None:
-        self.irq_levels[line] = level
-        if self.gic is not None:
-            self.gic.set_line(32 + line, level)  # board lines are GIC shared interrupts
-        if self.plic is not None:
-            self.plic.set_line(line, level)  # riscv: board lines are PLIC sources
+        self.intc.set_line(self._irq_base + line, level)
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
@@ -186,7 +237,8 @@ class Machine:
 
         for base, size, access, store in device.windows():
             pages = -(-size // 0x1000) * 0x1000  # unicorn maps whole pages
-            self.uc.mmio_map(base, pages, read, access, write, store)
+            for engine in self.engines:
+                engine.mmio_map(base, pages, read, access, write, store)
 
     def build_fdt(self, initrd: tuple[int, int] | None) -> bytes:
         board = self.config.board
@@ -202,64 +254,17 @@ class Machine:
             device_type="memory",
             reg=u64_cells(board.ram_base) + u64_cells(self.config.ram_size),
         )
-        if self.arch == "aarch64":
-            ctx = FdtContext(interrupt_parent=1, clock=2, gic=True)
-        else:  # phandles as QEMU numbers them: cpu@0, its interrupt controller, the PLIC
-            ctx = FdtContext(interrupt_parent=3, clock=0, gic=False, cpu_intc=2)
-        if self.arch == "aarch64":
-            root.set("interrupt-parent", ctx.interrupt_parent)  # the GIC, for every node
-        if self.arch == "aarch64":
-            cpus = root.child("cpus", **{"#address-cells": 1, "#size-cells": 0})
-            cpus.child(
-                "cpu@0", device_type="cpu", compatible="arm,cortex-a57", reg=0, enable_method="psci"
-            )
-            root.child(
-                "apb-pclk",
-                compatible="fixed-clock",
-                **{"#clock-cells": 0},
-                clock_frequency=24_000_000,
-                clock_output_names="clk24mhz",
-                phandle=2,
-            )
-            root.child(
-                "timer",
-                compatible=["arm,armv8-timer", "arm,armv7-timer"],
-                interrupts=[1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4],
-                always_on=None,
-            )
-        else:
-            cpus = root.child("cpus")
-            cpus.props = {"#address-cells": 1, "#size-cells": 0, "timebase-frequency": 10_000_000}
-            cpu = cpus.child(
-                "cpu@0",
-                phandle=1,
-                device_type="cpu",
-                reg=0,
-                status="okay",
-                compatible="riscv",
-                riscv__isa="rv64imafdc",
-                mmu_type="riscv,sv39",
-            )
-            cpu.child(
-                "interrupt-controller",
-                compatible="riscv,cpu-intc",
-                interrupt_controller=None,
-                phandle=ctx.cpu_intc,
-                **{"#interrupt-cells": 1},
-            )
-        soc = (
-            root
-            if self.arch == "aarch64"
-            else root.child("soc", compatible="simple-bus", ranges=None)
-        )
-        if soc is not root:
-            soc.props.update({"#address-cells": 2, "#size-cells": 2})
+        ctx = self.platform.fdt_context()
+        bus = self.platform.fdt_platform(root, ctx, len(self.cpus), self.config.smp)
         ctx.root = root
+        stdout = ""
         for device in self.devices:
-            device.fdt(soc, ctx)
-        stdout = next((c.name for c in soc.children if c.name.startswith(("pl011", "serial"))), "")
+            first = len(bus.children)
+            device.fdt(bus, ctx)
+            if device is self.console_device and len(bus.children) > first:
+                stdout = bus.children[first].name
         if stdout:
-            chosen.set("stdout-path", ("/soc/" if soc is not root else "/") + stdout)
+            chosen.set("stdout-path", ("/" if bus is root else f"/{bus.name}/") + stdout)
         return root.to_dtb()
 
     # --- loading ----------------------------------------------------------------------------
@@ -285,6 +290,12 @@ class Machine:
             import io
 
             elf = ELFFile(io.BytesIO(data))
+            if elf.header["e_machine"] != _ELF_MACHINES[self.config.board.cpu.elf_machine]:
+                # QEMU refuses an ELF of another machine (and exits 1 without a word).
+                raise MachineError(
+                    f"could not load {what} '{path}': ELF for {elf.header['e_machine']}, "
+                    f"not {_ELF_MACHINES[self.config.board.cpu.elf_machine]}"
+                )
             end = 0
             for seg in elf.iter_segments():
                 if seg["p_type"] != "PT_LOAD" or not seg["p_memsz"]:
@@ -297,12 +308,11 @@ class Machine:
             return self._load_uimage(data, path, what)
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-        if self.arch == "aarch64" and data[0x38:0x3C] == b"ARM\x64":
-            # arm64 Image header: text_offset at 8; image_size at 16 includes the BSS.
-            text_offset, image_size = struct.unpack_from("<QQ", data, 8)
-            raw_addr = self.config.board.ram_base + (text_offset or 0)
-            self._write(raw_addr, data, what)
-            return Loaded(entry=raw_addr, end=raw_addr + max(image_size, len(data)))
+        image = self.platform.kernel_image(data, self.config.board.ram_base)
+        if image is not None:
+            addr, end = image
+            self._write(addr, data, what)
+            return Loaded(entry=addr, end=end)
         self._write(raw_addr, data, what)
         return Loaded(entry=raw_addr, end=raw_addr + len(data))
 
@@ -321,7 +331,7 @@ class Machine:
             raise MachineError(f"{what} '{path}' is a truncated or corrupt U-Boot image")
         if zlib.crc32(payload) != data_crc:
             raise MachineError(f"{what} '{path}': U-Boot image data checksum mismatch")
-        if arch != UIMAGE_ARCH[self.arch]:
+        if arch != self.platform.uimage_arch:
             raise MachineError(f"{what} '{path}' is a U-Boot image for another architecture")
         if kind != UIMAGE_TYPE_KERNEL:
             raise MachineError(f"{what} '{path}' is a U-Boot image of type {kind}, not a kernel")
@@ -332,29 +342,51 @@ class Machine:
         self._write(load, payload, what)
         return Loaded(entry=entry, end=load + len(payload))
 
+    def flash_device(self) -> CfiFlash | None:
+        return next((d for d in self.devices if isinstance(d, CfiFlash)), None)
+
     def boot(self) -> None:
         """Load firmware, kernel, initrd and DTB and set the boot registers."""
-        cfg, board = self.config, self.config.board
+        dtb, dtb_addr, boot = self.prepare_boot()
+        self._write(dtb_addr, dtb, "dtb")
+        self.config.board.platform.start(self.cpus[0], self, boot)
+
+    def prepare_boot(self) -> tuple[bytes, int, Boot]:
+        """Load the images into guest memory; the DTB, where it goes, and the boot registers."""
+        cfg, board, platform = self.config, self.config.board, self.platform
         ram_end = board.ram_base + cfg.ram_size
         bios = None if cfg.bios in (None, "none", "default") else cfg.bios
-        # riscv64 with no -bios (or -bios default): the built-in SBI (see riscv.py for why).
-        builtin_sbi = self.arch == "riscv64" and cfg.bios in (None, "default")
-        if builtin_sbi and cfg.kernel is None:
+        flash0 = cfg.pflash.get(0)
+        # No -bios (or -bios default): the platform's own firmware, if it has one (riscv's
+        # built-in SBI, see arch/riscv64.py for why).
+        builtin = platform.builtin_firmware and cfg.bios in (None, "default") and flash0 is None
+        if builtin and cfg.kernel is None:
             raise MachineError("no kernel given for the default firmware (use -kernel)")
-        if self.arch == "aarch64":
-            self.uc.mem_map(0, FLASH_SIZE)
-        if bios is None and cfg.kernel is None:
+        if not self._boot_memory_mapped:
+            platform.map_boot_memory(self)
+            self._boot_memory_mapped = True
+        if bios is None and flash0 is None and cfg.kernel is None:
             raise MachineError("no kernel or firmware given (use -kernel or -bios)")
+        flash = self.flash_device()
+        if 1 in cfg.pflash:
+            if flash is None:
+                raise MachineError(f"machine '{board.name}' has no second flash bank")
+            try:
+                flash.load_backend(cfg.pflash[1])
+            except FlashImageError as exc:
+                raise MachineError(f"{exc}") from None
         entry = None
-        if bios:
-            fw_addr = 0 if self.arch == "aarch64" else board.ram_base
+        firmware = bool(bios) or flash0 is not None
+        if flash0 is not None:
+            entry = self._load_flash0(flash0)
+        elif bios:
+            fw_addr = platform.firmware_address(board.ram_base)
             entry = self.load_image(bios, "firmware", fw_addr).entry
         kernel_end = board.ram_base
         kernel_entry = 0
         if cfg.kernel:
-            # riscv: with firmware in front, the S-mode payload goes 2 MiB in (fw_jump's choice).
-            offset = 0x20_0000 if (self.arch == "riscv64" and (bios or builtin_sbi)) else 0
-            loaded = self.load_image(cfg.kernel, "kernel", board.ram_base + offset)
+            raw_addr = platform.kernel_address(board.ram_base, firmware or builtin)
+            loaded = self.load_image(cfg.kernel, "kernel", raw_addr)
             kernel_entry, kernel_end = loaded.entry, loaded.end
             entry = entry if entry is not None else kernel_entry
         assert entry is not None
@@ -366,148 +398,137 @@ class Machine:
                 start = _align(kernel_end, 2 * MiB)
             self._write(start, data, "initrd")
             initrd = (start, start + len(data))
-        dtb = self._read(cfg.dtb, "dtb") if cfg.dtb else self.build_fdt(initrd)
-        # The DTB goes at the top of RAM, 2 MiB aligned, as QEMU's riscv virt does; aarch64
-        # firmware (U-Boot from flash) expects it at the start of RAM instead.
-        if self.arch == "aarch64" and bios:
+        self._fill_fw_cfg(firmware)
+        dtb = self.user_dtb(initrd) if cfg.dtb else self.build_fdt(initrd)
+        # The DTB goes at the top of RAM, 2 MiB aligned, as QEMU's riscv virt does; firmware
+        # run from flash (aarch64's U-Boot) expects it at the start of RAM instead.
+        if platform.dtb_in_ram_start_with_bios and firmware:
             dtb_addr = board.ram_base
         else:
-            dtb_addr = (ram_end - len(dtb) - MiB) & ~(2 * MiB - 1)
-        self._write(dtb_addr, dtb, "dtb")
-        if self.arch == "aarch64":
-            self.uc.reg_write(a64.UC_ARM64_REG_X0, dtb_addr)
-            self.uc.reg_write(board.cpu.pc, entry)
-        else:
-            self.uc.mem_map(self._RISCV_MROM, self._RISCV_MROM_SIZE)
-            info = self._riscv_fw_dynamic_info(kernel_entry) if bios else 0
-            self.riscv.reset(entry, dtb_addr, builtin_sbi, info, stub_addr=self._RISCV_MROM)
+            dtb_addr = top_of_ram_dtb(ram_end, len(dtb))
+        boot = Boot(entry, kernel_entry, dtb_addr, bios=firmware, builtin_firmware=builtin)
+        return dtb, dtb_addr, boot
 
-    # QEMU's riscv boot ROM (hw/riscv/boot.c) sits at 0x1000 and passes OpenSBI's fw_dynamic
-    # the next stage in a2 (include/sbi/fw_dynamic.h, struct fw_dynamic_info, version 2).
-    _RISCV_MROM, _RISCV_MROM_SIZE = 0x1000, 0xF000
-    _FW_DYNAMIC_MAGIC, _FW_DYNAMIC_VERSION, _FW_DYNAMIC_NEXT_S = 0x4942534F, 2, 1
+    def _fill_fw_cfg(self, firmware: bool) -> None:
+        """What QEMU's virt puts in fw_cfg; with firmware, -kernel/-initrd/-append too (EDK2
+        boots a kernel only from there)."""
+        fw_cfg = next((d for d in self.devices if isinstance(d, FwCfg)), None)
+        if fw_cfg is None:
+            return
+        cfg = self.config
+        fw_cfg.add(FW_CFG_NB_CPUS, struct.pack("<H", len(self.cpus)))
+        fw_cfg.add(FW_CFG_RAM_SIZE, struct.pack("<Q", cfg.ram_size))
+        if firmware and cfg.kernel:
+            initrd = self._read(cfg.initrd, "initrd") if cfg.initrd else None
+            fw_cfg.set_boot(self._read(cfg.kernel, "kernel"), initrd, cfg.append)
 
-    def _riscv_fw_dynamic_info(self, next_addr: int) -> int:
-        """Write fw_dynamic_info (magic, version, next_addr, next_mode, options, boot_hart)."""
-        addr = self._RISCV_MROM + 0x40
-        info = struct.pack(
-            "<6Q",
-            self._FW_DYNAMIC_MAGIC,
-            self._FW_DYNAMIC_VERSION,
-            next_addr,
-            self._FW_DYNAMIC_NEXT_S,
-            0,
-            0,
-        )
-        self.uc.mem_write(addr, info)
+    def _load_flash0(self, backend: BlockBackend) -> int:
+        """pflash0 from an image: its contents where -bios would go (plain memory, see
+        devices/flash/cfi.py); it runs from its first byte."""
+        addr = self.platform.firmware_address(self.config.board.ram_base)
+        flash = self.flash_device()
+        if flash is not None and backend.size != flash.size:
+            raise MachineError(
+                f"device requires {flash.size} bytes, block backend provides {backend.size} bytes"
+            )
+        self._write(addr, backend.read(0, backend.size), "firmware")
         return addr
 
+    def user_dtb(self, initrd: tuple[int, int] | None) -> bytes:
+        """A -dtb file with /chosen filled as QEMU fills it: bootargs from -append, the
+        initrd's bounds; the rest of the tree is the user's."""
+        assert self.config.dtb is not None
+        data = self._read(self.config.dtb, "dtb")
+        try:
+            root = parse_dtb(data)
+        except DtbError as exc:
+            raise MachineError(f"Couldn't open dtb file {self.config.dtb}: {exc}") from None
+        chosen = root.find("chosen") or root.child("chosen")
+        if self.config.append:
+            chosen.set("bootargs", self.config.append)
+        if initrd:
+            chosen.set("linux,initrd-start", u64_cells(initrd[0]))
+            chosen.set("linux,initrd-end", u64_cells(initrd[1]))
+        return root.to_dtb()
+
     # --- running ----------------------------------------------------------------------------
-    def _on_intr(self, uc: Uc, intno: int, _user: object) -> None:
-        if self.arch == "aarch64":
-            self.arm.on_exception(intno)
-        else:
-            self.riscv.on_exception(intno)
-
-    def _stopped_in_wfi(self) -> bool:
-        if self.arch == "aarch64":
-            return self.arm.in_wfi()  # pc is virtual once the MMU is on
-        return self.riscv.in_wfi()
-
-    def _idle(self) -> None:
+    def _idle(self, vcpu: Vcpu) -> None:
         """The guest waits for an interrupt: sleep until the next timer event or console input."""
-        if self.arch == "riscv64":
-            wait_ns = min(self.riscv.ns_until_event(), IDLE_MAX_NS)
-        else:
-            wait_ns = self.arm.ns_until_event(IDLE_MAX_NS)
+        wait_ns = vcpu.ns_until_event(IDLE_MAX_NS)
         if wait_ns <= 0:
             return
         self._flush_console()
-        if self.console_input is not None:
-            self.console_input.wait(wait_ns)
-        else:
-            time.sleep(wait_ns / 1e9)
+        fds = self.console_input.wait_fds() if self.console_input is not None else []
+        self.io.wait(wait_ns / 1e9, fds)
 
-    def _poll_console_input(self) -> None:
+    def poll_console_input(self) -> None:
         """Typed bytes to the board's serial port (which raises its own RX interrupt)."""
         if self.console_input is None:
             return
         data = self.console_input.read()
         if self.console_input.quit:
-            self.power_off(0)
+            self.stop(0)  # C-a x: the emulator ends, as QEMU's (no guest shutdown)
         elif data and self.console_device is not None:
             self.console_device.feed_input(data)
 
-    def _fault(self, what: str) -> None:
+    def fault(self, what: str) -> None:
+        """A guest problem the platform cannot hand to the guest: stop, report it as one line."""
         pc = self.uc.reg_read(self.config.board.cpu.pc)
-        self.fault = f"guest {what} at pc 0x{pc:x}"
+        self.fault_message = f"guest {what} at pc 0x{pc:x}"
         self.exit_status = 1
         self.uc.emu_stop()
 
-    def _step_to_unmask(self, limit: int = 64) -> None:
-        """Linux idles with IRQs masked and, once WFI returns, unmasks them a few instructions
-        on (msr daifclr) before its idle loop masks them again and waits: even a short slice
-        runs through that window. Step one instruction at a time to the unmask and take the
-        pending IRQ there (seen: a virtio-blk completion, and `sleep 1`, never delivered)."""
-        pc_reg = self.config.board.cpu.pc
-        for _ in range(limit):
-            try:
-                self.uc.emu_start(self.uc.reg_read(pc_reg), _NEVER, count=1)
-            except UcError:
-                return  # the main loop runs that instruction again and reports the error
-            if self.exit_status is not None:
-                return
-            if not self.arm.irq_masked():
-                self.arm.poll()
-                return
-
-    def _aarch64_slice(self) -> int:
-        """Instructions to run next: up to the next timer deadline (at an assumed ~100 M
-        instructions/s), so a timer fires about on time without slicing finely when idle-free.
-        An IRQ held off by PSTATE.I: Linux unmasks a few instructions after WFI (msr daifclr,
-        which no hook sees), so look again soon."""
-        if self.arm.irq_masked():
-            return SHORT_SLICE
-        wait_ns = self.arm.ns_until_event(MAX_SLICE * NS_PER_INSN)
-        return max(SLICE_MIN, wait_ns // NS_PER_INSN)
-
     def run(self) -> int:
         """Run until the guest powers off; returns the exit status."""
+        if len(self.cpus) > 1:
+            return run_smp(self)
         # unicorn's exit check after every guest memory access (exit_checks.py) is ~a quarter of
         # a Linux boot's host time; nothing here needs a stop right at an access: the count and
         # the hooks that stop the engine (MSR DAIF, power off, faults) may end the block first.
-        ExitChecks(self.uc).skip()
-        cpu = self.config.board.cpu
-        self.fault = ""
+        if self.platform.skip_exit_checks:
+            ExitChecks(self.uc).skip()
+        pc_reg = self.config.board.cpu.pc
+        vcpu = self.cpus[0]  # one engine runs the boot vCPU (no SMP yet)
+        self.fault_message = ""
         slice_count = SLICE
         while self.exit_status is None:
-            pc = self.uc.reg_read(cpu.pc)
+            if self.checkpoint is not None:
+                self.checkpoint(self)  # may block while a monitor holds the machine stopped
+                if self.exit_status is not None:
+                    break
+            if self.debugger is not None:  # may stop the machine for GDB; 1 when it steps
+                slice_count = self.debugger.before_slice(self, slice_count)
+                if self.exit_status is not None:
+                    break
+            pc = self.uc.reg_read(pc_reg)
             try:
-                self.uc.emu_start(pc, _NEVER, count=slice_count)
+                self.uc.emu_start(pc, NEVER, count=slice_count)
             except UcError as exc:
-                if self.exit_status is None:
+                if self.exit_status is None and not vcpu.recover(exc):
                     self._flush_console()
                     raise MachineError(f"guest stopped: {exc} at pc 0x{pc:x}") from None
+            if self.debugger is not None and self.exit_status is None:
+                self.debugger.after_slice(self)  # a breakpoint, a finished step, Ctrl-C
             self._flush_console()
             if self.exit_status is not None:
                 break
-            in_wfi = self._stopped_in_wfi()
+            in_wfi = vcpu.in_wfi()
             if in_wfi:
-                self._idle()
-            self._poll_console_input()
+                self._idle(vcpu)
+            self.poll_console_input()
+            self.io.run_pending()
             if self.exit_status is not None:
                 break
-            if self.arch == "riscv64":
-                self.riscv.poll()
-            else:
-                self.arm.poll()
-                if in_wfi and self.arm.irq_masked():
-                    self._step_to_unmask()
-                slice_count = self._aarch64_slice()
+            vcpu.poll(in_wfi)
+            slice_count = vcpu.slice_length()
         self._flush_console()
-        if self.fault:
-            raise MachineError(self.fault)
+        if self.fault_message:
+            raise MachineError(self.fault_message)
         return self.exit_status
+
+
+# pyelftools' names of the e_machine values our boards run.
+_ELF_MACHINES = {183: "EM_AARCH64", 243: "EM_RISCV"}
 
 
 def _align(value: int, to: int) -> int:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from click.testing import CliRunner
 
 from qemuser.binfmt.handler import (
     ET_DYN,
     ET_EXEC,
+    FlagsError,
     Handler,
+    choose_flags,
     claims,
     debian_import,
     elf_magic,
-    flags_for,
     handler_for,
     parse_entry,
     sample_header,
 )
 from qemuser.binfmt.interpreter import parse_kernel_call, parse_launcher_args
-from qemuser.cli.binfmt import cli
 from qemuser.cpu import CPUS
+from tests.conftest import VENV_BIN
 
 AARCH64 = CPUS["aarch64"]
 RISCV64 = CPUS["riscv64"]
@@ -73,19 +75,36 @@ def test_register_line_is_escaped():
 
 
 @pytest.mark.parametrize(
-    ("options", "flags"),
+    ("letters", "options", "flags"),
     [
-        ({}, ""),
-        ({"preserve_argv0": True}, "P"),
-        ({"credential": True}, "OC"),
-        ({"open_binary": True}, "O"),
-        ({"persistent": True}, "F"),
-        ({"preserve_argv0": True, "credential": True, "persistent": True}, "POCF"),
+        (None, {}, "POF"),  # qemu-user-static's
+        (None, {"preserve_argv0": False}, "OF"),
+        (None, {"open_binary": False, "fix_binary": False}, "P"),
+        (None, {"credential": True}, "POCF"),
+        ("", {}, ""),
+        ("", {"credential": True}, "OC"),  # C implies O, as in the kernel
+        ("C", {}, "OC"),
+        ("FP", {}, "PF"),  # the kernel's order
+        ("PPF", {"fix_binary": False}, "P"),
+        ("POCF", {"open_binary": None, "credential": False}, "POF"),
     ],
 )
-def test_flags(options, flags):
-    kwargs = {"preserve_argv0": False, "credential": False, "persistent": False} | options
-    assert flags_for(**kwargs) == flags
+def test_flags(letters, options, flags):
+    assert choose_flags(letters, **options) == flags
+
+
+@pytest.mark.parametrize(
+    ("letters", "options", "message"),
+    [
+        ("PX", {}, "unknown binfmt_misc flag 'X' in 'PX' (the kernel's letters are P, O, C, F)"),
+        ("pof", {}, "unknown binfmt_misc flag 'f', 'o', 'p' in 'pof'"),
+        ("C", {"open_binary": False}, "the credential flag (C) needs the open-binary flag (O)"),
+    ],
+)
+def test_flags_refused(letters, options, message):
+    with pytest.raises(FlagsError) as info:
+        choose_flags(letters, **options)
+    assert str(info.value).startswith(message)
 
 
 def test_parse_entry_and_conflict():
@@ -119,11 +138,54 @@ def test_debian_import():
     ]
 
 
-def test_export_systemd():
-    result = CliRunner().invoke(cli, ["export", "--arch", "riscv64", "--persistent"])
-    assert result.exit_code == 0
-    assert result.output.startswith(":qemuser-riscv64:M::\\x7f\\x45\\x4c\\x46")
-    assert result.output.rstrip().endswith("/qemuser-binfmt-riscv64:F")
+def export(*args: str) -> tuple[int, str, str]:
+    """qemuser-binfmt export as a user runs it (its errors are printed by its main)."""
+    command = [str(VENV_BIN / "qemuser-binfmt"), "export", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_export_systemd_defaults_are_qemu_user_statics():
+    code, out, _ = export("--arch", "riscv64")
+    assert code == 0
+    assert out.startswith(":qemuser-riscv64:M::\\x7f\\x45\\x4c\\x46")
+    assert out.endswith("/usr/local/libexec/qemuser/qemuser-binfmt-riscv64:POF\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        (["--no-fix-binary"], "PO"),
+        (["--no-open-binary", "--no-preserve-argv0"], "F"),
+        (["--credential"], "POCF"),
+        (["--flags", "F", "--preserve-argv0"], "PF"),
+        (["--flags", ""], ""),
+        (["--flags", "", "--persistent"], "F"),  # the old name of --fix-binary
+    ],
+)
+def test_export_flag_options(args, flags):
+    code, out, _ = export("--arch", "aarch64", *args)
+    assert code == 0
+    assert out.endswith(f"qemuser-binfmt-aarch64:{flags}\n")
+
+
+def test_export_refuses_unknown_flags():
+    code, out, err = export("--arch", "aarch64", "--flags", "POZ")
+    assert (code, out) == (1, "")
+    assert err == (
+        "qemuser-binfmt: unknown binfmt_misc flag 'Z' in 'POZ'"
+        " (the kernel's letters are P, O, C, F)\n"
+    )
+
+
+def test_export_debian():
+    code, out, _ = export("--arch", "aarch64", "--format", "debian", "--credential")
+    assert code == 0
+    assert out.splitlines()[-3:] == ["preserve yes", "credentials yes", "fix_binary yes"]
+    # update-binfmts has no setting for O alone: refused, not dropped
+    code, out, err = export("--arch", "aarch64", "--format", "debian")
+    assert (code, out) == (1, "")
+    assert err.startswith("qemuser-binfmt: update-binfmts cannot register the open-binary flag")
 
 
 @pytest.mark.parametrize(

@@ -398,6 +398,7 @@ def bad_files(tmp_path_factory) -> dict[str, str]:
     paths = {"directory": str(folder)}
     for name, data in files.items():
         (folder / name).write_bytes(data)
+        (folder / name).chmod(0o755)  # else execve's EACCES comes first, as on Linux
         paths[name] = str(folder / name)
     paths["missing"] = str(folder / "no-such-program")
     return paths

@@ -1,10 +1,11 @@
-"""qemu-user's argument parsing (qemuser/cli/user.py), without running a guest."""
+"""qemu-user's argument parsing (qemuser/user/options.py), without running a guest."""
 
 from __future__ import annotations
 
 import pytest
 
-from qemuser.cli.user import (
+from qemuser.user.config import DEFAULT_STACK_SIZE
+from qemuser.user.options import (
     MIN_STACK_SIZE,
     Done,
     Settings,
@@ -14,7 +15,6 @@ from qemuser.cli.user import (
     parse_args,
     parse_size,
 )
-from qemuser.syscalls.config import DEFAULT_STACK_SIZE
 
 
 def parse(*args: str, **environ: str):

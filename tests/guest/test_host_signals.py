@@ -1,4 +1,7 @@
-"""Signals sent to the emulator's process reach the guest's handlers, whatever it is doing."""
+"""Signals sent to the emulator's process reach the guest's handlers, whatever it is doing.
+
+The lines each step expects are checked against Linux too: every test also drives the same
+source built for the host (the "native" case), which must pass the very same steps."""
 
 import os
 import select
@@ -8,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import all_builds, fixture_path, qemuser
+from tests.conftest import NATIVE, all_builds, command_for, fixture_path
 
 
 def _wait_until_blocked_in_read(pid: int) -> None:
@@ -33,11 +36,11 @@ def _expect_line(process: subprocess.Popen, line: bytes, timeout: float = 60) ->
     assert process.stdout.readline() == line
 
 
-@pytest.mark.parametrize(("arch", "flavour"), all_builds("sig_host"))
+@pytest.mark.parametrize(("arch", "flavour"), [*all_builds("sig_host"), (NATIVE, "dynamic")])
 def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
     read_end, write_end = os.pipe()  # stdin that never delivers data
     process = subprocess.Popen(
-        [qemuser(arch), str(fixture_path(arch, "sig_host", flavour))],
+        command_for(arch, fixture_path(arch, "sig_host", flavour)),
         stdin=read_end,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -59,12 +62,14 @@ def test_host_signals_reach_guest_handlers(arch: str, flavour: str) -> None:
         os.close(write_end)
 
 
-@pytest.mark.parametrize(("arch", "flavour"), all_builds("fork_spin_signal"))
+@pytest.mark.parametrize(
+    ("arch", "flavour"), [*all_builds("fork_spin_signal"), (NATIVE, "dynamic")]
+)
 def test_forked_child_computing_without_syscalls_gets_signals(arch: str, flavour: str) -> None:
     # The handler is installed inside an engine run that started with no handler, and the
     # child goes on inside the run it forked from: both need the tick from then on.
     process = subprocess.Popen(
-        [qemuser(arch), str(fixture_path(arch, "fork_spin_signal", flavour))],
+        command_for(arch, fixture_path(arch, "fork_spin_signal", flavour)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # a spinning child that never got its signal dies with us

@@ -1,4 +1,7 @@
-"""/proc/self and /proc/cpuinfo describe the guest, not the emulator."""
+"""/proc/self and /proc/cpuinfo describe the guest, not the emulator.
+
+The expected text is written here, not taken from a native run: /proc/cpuinfo is the guest
+architecture's, and the command line's size depends on the program's path."""
 
 import pytest
 

@@ -2,9 +2,9 @@
 pthread_cond_wait, sigsuspend), on the thread Linux would choose, and end or restart their
 calls as Linux would.
 
-The expected lines are those of the same source built for x86_64 and run on the host."""
+The expected lines are Linux's: the same source built for the host (the "native" case) must
+pass the very same steps."""
 
-import os
 import select
 import signal
 import subprocess
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_builds, fixture_path, qemuser
+from tests.conftest import NATIVE, all_builds, command_for, fixture_path
 
 BEFORE_READY = [
     b"A: main read -1 EINTR, handler on main 1\n",
@@ -84,13 +84,6 @@ def run_thread_signals(command: list[str]) -> None:
         process.wait()
 
 
-@pytest.mark.parametrize(("arch", "flavour"), all_builds("thread_signals"))
+@pytest.mark.parametrize(("arch", "flavour"), [*all_builds("thread_signals"), (NATIVE, "dynamic")])
 def test_signals_interrupt_blocked_threads(arch: str, flavour: str) -> None:
-    run_thread_signals([qemuser(arch), str(fixture_path(arch, "thread_signals", flavour))])
-
-
-if __name__ == "__main__":  # the reference: `python -m tests.guest.test_thread_signals NATIVE`
-    import sys
-
-    run_thread_signals([os.fspath(sys.argv[1])])
-    print("native run matches")
+    run_thread_signals(command_for(arch, fixture_path(arch, "thread_signals", flavour)))

@@ -54,12 +54,12 @@ PACKAGES = (
 )
 
 
-def root_dir() -> Path:
-    return CACHE / f"debian-{ARCH}-root"
+def root_dir(name: str = f"debian-{ARCH}-root") -> Path:
+    return CACHE / name
 
 
-def _stamp() -> str:
-    return hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:16]
+def _stamp(packages: tuple[str, ...]) -> str:
+    return hashlib.sha256(" ".join(packages).encode()).hexdigest()[:16]
 
 
 def _apt_knows_arch() -> bool:
@@ -78,20 +78,21 @@ def _enable_arch() -> None:
     subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
 
 
-def ensure_root() -> Path:
-    """Returns the extracted root, downloading and extracting the packages first if needed."""
-    target = root_dir()
+def ensure_root(packages: tuple[str, ...] = PACKAGES, name: str = f"debian-{ARCH}-root") -> Path:
+    """Returns the extracted root of `packages` (by default the tests' root), downloading and
+    extracting them first if needed."""
+    target = root_dir(name)
     stamp = target / ".qemuser-stamp"
     CACHE.mkdir(exist_ok=True)
     with open(CACHE / ".debroot.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.read_text() == _stamp():
+        if stamp.exists() and stamp.read_text() == _stamp(packages):
             return target
         _enable_arch()
-        debs = CACHE / f"debs-{ARCH}"
+        debs = CACHE / f"debs-{name}"
         shutil.rmtree(debs, ignore_errors=True)  # only this run's versions, one per package
         debs.mkdir()
-        names = [f"{pkg}:{ARCH}" for pkg in PACKAGES]
+        names = [f"{pkg}:{ARCH}" for pkg in packages]
         subprocess.run(
             ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *names],
             cwd=debs,
@@ -102,12 +103,12 @@ def ensure_root() -> Path:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        for pkg in PACKAGES:
+        for pkg in packages:
             found = [*debs.glob(f"{pkg}_*_{ARCH}.deb"), *debs.glob(f"{pkg}_*_all.deb")]
             if len(found) != 1:
                 raise RuntimeError(f"apt-get download gave {found} for {pkg}:{ARCH}")
             subprocess.run(["dpkg-deb", "-x", str(found[0]), str(partial)], check=True)
-        (partial / ".qemuser-stamp").write_text(_stamp())
+        (partial / ".qemuser-stamp").write_text(_stamp(packages))
         partial.rename(target)
         return target
 

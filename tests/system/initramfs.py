@@ -11,9 +11,13 @@ the data, padded to 4 bytes; a "TRAILER!!!" entry ends the archive.
 from __future__ import annotations
 
 import gzip
+import lzma
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.system.debian import CACHE, _extracted
 
@@ -82,3 +86,51 @@ def busybox_initramfs(name: str, init_script: str) -> Path:
         partial.write_bytes(archive)
         partial.rename(path)
     return path
+
+
+def arm64_modules(kernel: Path, modules: Sequence[str]) -> list[Path]:
+    """The kernel package's own modules (paths under lib/modules/<version>/kernel), in load
+    order; the test is skipped when the package has no such module."""
+    version = kernel.name.removeprefix("vmlinuz-")
+    return modules_in(CACHE / "k" / "lib" / "modules" / version / "kernel", modules)
+
+
+def modules_in(directory: Path, modules: Sequence[str]) -> list[Path]:
+    found = []
+    for module in modules:
+        source = directory / module
+        if not source.exists():
+            pytest.skip(f"{source} not in the kernel package")
+        found.append(source)
+    return found
+
+
+def initramfs_with_modules(
+    path: Path,
+    init_script: str,
+    modules: Sequence[Path],
+    busybox: Path,
+    extra: Sequence[Entry] = (),
+) -> None:
+    """An uncompressed initramfs: busybox, /dev/console, `modules` under /modules (an .xz one
+    decompressed: busybox's insmod takes the plain module), `extra` entries (parents before
+    children), and /init: `init_script` with `{insmods}` replaced by one insmod per module."""
+    directory, executable = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755
+    entries = [
+        Entry("bin", directory),
+        Entry("bin/busybox", executable, busybox.read_bytes()),
+        Entry("dev", directory),
+        Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
+        Entry("modules", directory),
+        *extra,
+    ]
+    insmods = []
+    for module in modules:
+        data, name = module.read_bytes(), module.name
+        if name.endswith(".xz"):
+            data, name = lzma.decompress(data), name.removesuffix(".xz")
+        entries.append(Entry(f"modules/{name}", stat.S_IFREG | 0o644, data))
+        insmods.append(f"insmod /modules/{name}")
+    init = init_script.replace("{insmods}", "\n".join(insmods))
+    entries.append(Entry("init", executable, init.encode()))
+    path.write_bytes(newc(entries))

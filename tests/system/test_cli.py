@@ -31,7 +31,7 @@ def test_cpu_and_device_help() -> None:
         (["-M", "virt", "-m", "lots"], "invalid RAM size"),
         (["-M", "virt", "-device", "pl011"], "cannot be added to machine 'virt'"),
         (["-M", "virt", "-device", "frobnicator"], "is not a valid device model name"),
-        (["-M", "virt", "-smp", "4"], "only one CPU is supported"),
+        (["-M", "virt", "-smp", "9"], "exceeds max CPUs supported by machine 'mach-virt' (8)"),
         (["-frob"], "-frob: invalid option"),
     ],
 )

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import struct
 
-from qemuser.system.devices import (
-    Clint,
-    FdtContext,
-    GicV2,
-    Ns16550,
-    NullHost,
-    Pl011,
-    Pl031,
-    Psci,
-    SifiveTest,
-)
+from qemuser.system.devices.base import FdtContext, NullHost
+from qemuser.system.devices.char.ns16550 import Ns16550
+from qemuser.system.devices.char.pl011 import Pl011
+from qemuser.system.devices.firmware.psci import Psci
+from qemuser.system.devices.intc.clint import Clint
+from qemuser.system.devices.intc.gicv2 import GicV2
+from qemuser.system.devices.misc.sifive_test import SifiveTest
+from qemuser.system.devices.rtc.pl031 import Pl031
 from qemuser.system.fdt import FDT_MAGIC, Node
 
 

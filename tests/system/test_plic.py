@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qemuser.system.devices import CfiFlash, FdtContext, Ns16550, NullHost, Plic
+from qemuser.system.devices.base import FdtContext, NullHost
+from qemuser.system.devices.char.ns16550 import Ns16550
+from qemuser.system.devices.intc.plic import Plic
 from qemuser.system.fdt import Node
 
 M, S = Plic.M_CONTEXT, Plic.S_CONTEXT
@@ -119,34 +121,6 @@ def test_plic_device_tree_node_matches_qemu_virt() -> None:
     assert node.props["interrupts-extended"] == [2, 11, 2, 9]
     assert node.props["phandle"] == 3
     assert node.props["#interrupt-cells"] == 1
-
-
-def test_cfi_flash_query_identify_program_and_erase() -> None:
-    flash = CfiFlash(base=0x0400_0000, size=0x0400_0000)
-    flash.attach(NullHost())
-    assert flash.read(0x100, 4) == 0  # an empty bank reads zeros, as QEMU's
-    flash.write(0x55 * 2, 2, CfiFlash.QUERY)
-    assert bytes(flash.read(2 * i, 2) for i in (0x10, 0x11, 0x12)) == b"QRY"
-    assert flash.read(2 * 0x27, 2) == 26  # 2^26 bytes
-    assert [flash.read(2 * i, 2) for i in range(0x2D, 0x31)] == [0xFF, 0, 0, 4]  # 256 x 256K
-    flash.write(0, 2, CfiFlash.READ_ID)
-    assert (flash.read(0, 2), flash.read(2, 2)) == (0x89, 0x18)
-    flash.write(0, 2, CfiFlash.ERASE)
-    flash.write(0x4_0000, 2, CfiFlash.CONFIRM)  # erase the second block
-    assert flash.read(0, 2) & 0x80  # status: ready
-    flash.write(0, 2, CfiFlash.READ_ARRAY)
-    assert flash.read(0x4_0010, 4) == 0xFFFF_FFFF
-    flash.write(0x4_0010, 2, CfiFlash.PROGRAM)
-    flash.write(0x4_0010, 2, 0x1234)
-    flash.write(0, 2, CfiFlash.READ_ARRAY)
-    assert flash.read(0x4_0010, 4) == 0xFFFF_1234
-    flash.write(0, 2, CfiFlash.BUFFERED_PROGRAM)
-    flash.write(0x4_0020, 2, 1)  # two words follow
-    flash.write(0x4_0020, 2, 0xAAAA)
-    flash.write(0x4_0022, 2, 0x5555)
-    flash.write(0x4_0020, 2, CfiFlash.CONFIRM)
-    flash.write(0, 2, CfiFlash.READ_ARRAY)
-    assert flash.read(0x4_0020, 4) == 0x5555_AAAA
 
 
 def test_ns16550_transmitter_empty_interrupt_is_an_event() -> None:

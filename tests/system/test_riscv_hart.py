@@ -1,4 +1,4 @@
-"""The riscv64 hart's trap entry (riscv.py) on unicorn: delegation to S mode, the registers a
+"""The riscv64 hart's trap entry (arch/riscv64.py) on unicorn: delegation to S mode, the registers a
 handler reads, and the faulting address unicorn keeps only inside its saved context."""
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ def test_undelegated_fault_goes_to_machine_mode() -> None:
 def test_rdtime_reads_the_clint_through_the_page_table() -> None:
     machine = paged_s_mode_machine()
     uc = machine.uc
-    assert machine.clint is not None
+    assert machine.timer is not None
     uc.mem_write(CODE, struct.pack("<II", 0xC0102573, 0xC01025F3))  # rdtime a0; rdtime a1
     uc.reg_write(rv.UC_RISCV_REG_PRIV, 1)
-    before = machine.clint.mtime()
+    before = machine.timer.mtime()
     uc.emu_start(CODE, CODE + 8, count=2)
     first, second = uc.reg_read(rv.UC_RISCV_REG_A0), uc.reg_read(rv.UC_RISCV_REG_A1)
-    assert before <= first <= second <= machine.clint.mtime()
+    assert before <= first <= second <= machine.timer.mtime()
     assert uc.reg_read(rv.UC_RISCV_REG_PC) == CODE + 8

@@ -50,11 +50,12 @@ def test_aarch64_u_boot_from_flash_prompt_commands_poweroff() -> None:
     finally:
         session.close()
     assert lines[2] == expected_version[0]
-    # The DTB at the start of RAM, both pflash banks (the CFI one holds the environment).
+    # The DTB at the start of RAM; the CFI bank (QEMU's 2 x16 chips, 32 MiB as QEMU's flinfo
+    # shows each bank) holds the environment. Bank 0 is plain memory, not in the tree.
     assert lines[4] == "DRAM:  128 MiB"
     assert lines[5].startswith("Core:  ")  # counts what the tree declares
     assert lines[6:8] == [
-        "Flash: 64 MiB",
+        "Flash: 32 MiB",
         "Loading Environment from Flash... *** Warning - bad CRC, using default environment",
     ]
     assert ["In:    pl011@9000000", "Out:   pl011@9000000", "Err:   pl011@9000000"] == lines[9:12]

@@ -7,9 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from qemuser.system import virtio as v
-from qemuser.system.devices import FdtContext, NullHost
+from qemuser.system.devices.base import FdtContext, NullHost
+from qemuser.system.drive import SECTOR, BlockBackend
 from qemuser.system.fdt import Node
+from qemuser.system.virtio import transport as v
+from qemuser.system.virtio.blk import (
+    BLK_F_BLK_SIZE,
+    BLK_F_FLUSH,
+    BLK_F_RO,
+    BLK_F_SEG_MAX,
+    BLK_REQ_HEADER,
+    BLK_S_IOERR,
+    BLK_S_OK,
+    BLK_S_UNSUPP,
+    BLK_T_FLUSH,
+    BLK_T_GET_ID,
+    BLK_T_IN,
+    BLK_T_OUT,
+    VirtioBlk,
+)
+from qemuser.system.virtio.console import VirtioConsole
+from qemuser.system.virtio.rng import VirtioRng
 
 RAM_BASE = 0x4000_0000
 DESC, AVAIL, USED, DATA = 0x4000_1000, 0x4000_2000, 0x4000_3000, 0x4001_0000
@@ -106,10 +124,10 @@ def slot_with(device: v.VirtioDevice) -> tuple[v.VirtioTransport, RamHost]:
     return bank.plug(device), host
 
 
-def disk(tmp_path: Path, sectors: int = 8, read_only: bool = False) -> v.BlockBackend:
+def disk(tmp_path: Path, sectors: int = 8, read_only: bool = False) -> BlockBackend:
     image = tmp_path / "disk.img"
-    image.write_bytes(b"".join(bytes([i]) * v.SECTOR for i in range(sectors)))
-    return v.BlockBackend(str(image), read_only=read_only)
+    image.write_bytes(b"".join(bytes([i]) * SECTOR for i in range(sectors)))
+    return BlockBackend(str(image), read_only=read_only)
 
 
 def test_empty_slot_answers_like_qemu() -> None:
@@ -125,25 +143,23 @@ def test_empty_slot_answers_like_qemu() -> None:
 
 def test_first_device_takes_highest_slot_and_bank_fills_up(tmp_path: Path) -> None:
     bank = v.VirtioMmio(base=0x0A00_0000, count=2, stride=0x200, first_irq=16)
-    first = bank.plug(v.VirtioRng())
-    second = bank.plug(v.VirtioBlk(disk(tmp_path)))
+    first = bank.plug(VirtioRng())
+    second = bank.plug(VirtioBlk(disk(tmp_path)))
     assert (first.base, first.irq) == (0x0A00_0200, 17)
     assert (second.base, second.irq) == (0x0A00_0000, 16)
     assert bank.read(0x200 + v.DEVICE_ID, 4) == 4
     assert bank.read(v.DEVICE_ID, 4) == 2
     with pytest.raises(ValueError, match="no free virtio-mmio slot"):
-        bank.plug(v.VirtioRng())
+        bank.plug(VirtioRng())
 
 
 def test_features_and_version_1_negotiation(tmp_path: Path) -> None:
-    transport, _ = slot_with(v.VirtioBlk(disk(tmp_path, read_only=True)))
+    transport, _ = slot_with(VirtioBlk(disk(tmp_path, read_only=True)))
     transport.write(v.DEVICE_FEATURES_SEL, 4, 1)
     assert transport.read(v.DEVICE_FEATURES, 4) == 1  # VIRTIO_F_VERSION_1
     transport.write(v.DEVICE_FEATURES_SEL, 4, 0)
     low = transport.read(v.DEVICE_FEATURES, 4)
-    assert low == v.F_RING_INDIRECT_DESC | v.BLK_F_SEG_MAX | v.BLK_F_RO | v.BLK_F_BLK_SIZE | (
-        v.BLK_F_FLUSH
-    )
+    assert low == v.F_RING_INDIRECT_DESC | BLK_F_SEG_MAX | BLK_F_RO | BLK_F_BLK_SIZE | (BLK_F_FLUSH)
     # A legacy driver (no VERSION_1) does not get FEATURES_OK.
     transport.write(v.STATUS, 4, 3)
     transport.write(v.STATUS, 4, 3 | v.STATUS_FEATURES_OK)
@@ -153,7 +169,7 @@ def test_features_and_version_1_negotiation(tmp_path: Path) -> None:
 
 
 def test_blk_config_space_capacity(tmp_path: Path) -> None:
-    transport, _ = slot_with(v.VirtioBlk(disk(tmp_path, sectors=8)))
+    transport, _ = slot_with(VirtioBlk(disk(tmp_path, sectors=8)))
     assert transport.read(v.CONFIG, 4) == 8 and transport.read(v.CONFIG + 4, 4) == 0
     assert transport.read(v.CONFIG, 8) == 8
     assert transport.read(v.CONFIG + 12, 4) == 254  # seg_max
@@ -162,17 +178,17 @@ def test_blk_config_space_capacity(tmp_path: Path) -> None:
 
 
 def blk_request(kind: int, sector: int) -> bytes:
-    return v.BLK_REQ_HEADER.pack(kind, 0, sector)
+    return BLK_REQ_HEADER.pack(kind, 0, sector)
 
 
 def test_blk_read_sector_raises_interrupt_and_fills_used_ring(tmp_path: Path) -> None:
-    transport, host = slot_with(v.VirtioBlk(disk(tmp_path)))
+    transport, host = slot_with(VirtioBlk(disk(tmp_path)))
     driver = Driver(transport, host)
-    host.poke(DATA, blk_request(v.BLK_T_IN, 3))
+    host.poke(DATA, blk_request(BLK_T_IN, 3))
     head = driver.submit([(DATA, 16, False), (DATA + 0x100, 1024, True), (DATA + 0x80, 1, True)])
     assert driver.used() == (1, [(head, 1025)])
     assert host.peek(DATA + 0x100, 1024) == bytes([3]) * 512 + bytes([4]) * 512
-    assert host.peek(DATA + 0x80, 1) == bytes([v.BLK_S_OK])
+    assert host.peek(DATA + 0x80, 1) == bytes([BLK_S_OK])
     assert transport.read(v.INTERRUPT_STATUS, 4) == v.INT_USED_BUFFER
     assert host.irqs[transport.irq] is True
     transport.write(v.INTERRUPT_ACK, 4, v.INT_USED_BUFFER)
@@ -182,10 +198,10 @@ def test_blk_read_sector_raises_interrupt_and_fills_used_ring(tmp_path: Path) ->
 
 def test_blk_write_through_indirect_table_reaches_the_file(tmp_path: Path) -> None:
     backend = disk(tmp_path)
-    transport, host = slot_with(v.VirtioBlk(backend))
+    transport, host = slot_with(VirtioBlk(backend))
     driver = Driver(transport, host)
     table = DATA + 0x2000
-    host.poke(DATA, blk_request(v.BLK_T_OUT, 1))
+    host.poke(DATA, blk_request(BLK_T_OUT, 1))
     host.poke(DATA + 0x200, b"written by a driver".ljust(512, b"."))
     host.poke(table, v.DESC.pack(DATA, 16, v.DESC_F_NEXT, 1))
     host.poke(table + 16, v.DESC.pack(DATA + 0x200, 512, v.DESC_F_NEXT, 2))
@@ -193,21 +209,21 @@ def test_blk_write_through_indirect_table_reaches_the_file(tmp_path: Path) -> No
     host.poke(DESC, v.DESC.pack(table, 48, v.DESC_F_INDIRECT, 0))
     driver.publish(0)
     assert driver.used() == (1, [(0, 1)])
-    assert host.peek(DATA + 0x80, 1) == bytes([v.BLK_S_OK])
+    assert host.peek(DATA + 0x80, 1) == bytes([BLK_S_OK])
     data = Path(backend.path).read_bytes()
     assert data[512:1024] == b"written by a driver".ljust(512, b".")
     assert data[:512] == bytes(512) and data[1024:1536] == bytes([2]) * 512
 
 
 def test_blk_errors_flush_get_id_and_read_only(tmp_path: Path) -> None:
-    transport, host = slot_with(v.VirtioBlk(disk(tmp_path, read_only=True), serial="SER123"))
+    transport, host = slot_with(VirtioBlk(disk(tmp_path, read_only=True), serial="SER123"))
     driver = Driver(transport, host)
     cases = [
-        (blk_request(v.BLK_T_IN, 8), [(DATA + 0x100, 512, True)], v.BLK_S_IOERR),  # past end
-        (blk_request(v.BLK_T_OUT, 0), [(DATA + 0x100, 512, False)], v.BLK_S_IOERR),  # read-only
-        (blk_request(v.BLK_T_FLUSH, 0), [], v.BLK_S_OK),
-        (blk_request(v.BLK_T_GET_ID, 0), [(DATA + 0x100, 20, True)], v.BLK_S_OK),
-        (blk_request(99, 0), [], v.BLK_S_UNSUPP),
+        (blk_request(BLK_T_IN, 8), [(DATA + 0x100, 512, True)], BLK_S_IOERR),  # past end
+        (blk_request(BLK_T_OUT, 0), [(DATA + 0x100, 512, False)], BLK_S_IOERR),  # read-only
+        (blk_request(BLK_T_FLUSH, 0), [], BLK_S_OK),
+        (blk_request(BLK_T_GET_ID, 0), [(DATA + 0x100, 20, True)], BLK_S_OK),
+        (blk_request(99, 0), [], BLK_S_UNSUPP),
     ]
     for n, (header, middle, status) in enumerate(cases, start=1):
         host.poke(DATA + 0x100, bytes(512))
@@ -216,12 +232,12 @@ def test_blk_errors_flush_get_id_and_read_only(tmp_path: Path) -> None:
         driver.submit([(DATA, 16, False), *middle, (DATA + 0x80, 1, True)])
         assert driver.used()[0] == n
         assert host.peek(DATA + 0x80, 1) == bytes([status]), header
-        if header == blk_request(v.BLK_T_GET_ID, 0):
+        if header == blk_request(BLK_T_GET_ID, 0):
             assert host.peek(DATA + 0x100, 20) == b"SER123".ljust(20, b"\0")
 
 
 def test_queue_reset_and_notify_before_driver_ok_is_ignored(tmp_path: Path) -> None:
-    transport, host = slot_with(v.VirtioRng())
+    transport, host = slot_with(VirtioRng())
     driver = Driver(transport, host)
     transport.write(v.STATUS, 4, 0)  # reset: queues forgotten
     transport.write(v.QUEUE_SEL, 4, 0)
@@ -232,7 +248,7 @@ def test_queue_reset_and_notify_before_driver_ok_is_ignored(tmp_path: Path) -> N
 
 
 def test_rng_fills_buffers() -> None:
-    transport, host = slot_with(v.VirtioRng())
+    transport, host = slot_with(VirtioRng())
     driver = Driver(transport, host)
     head = driver.submit([(DATA, 64, True)])
     assert driver.used() == (1, [(head, 64)])
@@ -240,25 +256,25 @@ def test_rng_fills_buffers() -> None:
 
 
 def test_console_transmit_and_receive() -> None:
-    console = v.VirtioConsole()
+    console = VirtioConsole()
     console.connected = True
     transport, host = slot_with(console)
     console.feed_input(b"typed early")  # before DRIVER_OK: kept until buffers exist
     driver = Driver(transport, host, queues=2)
     host.poke(DATA, b"hello hvc0\n")
-    driver.submit([(DATA, 11, False)], q=v.VirtioConsole.TX)
+    driver.submit([(DATA, 11, False)], q=VirtioConsole.TX)
     assert host.console == b"hello hvc0\n"
     assert driver.used(q=1) == (1, [(0, 0)])
-    driver.submit([(DATA + 0x100, 4, True)], q=v.VirtioConsole.RX)
+    driver.submit([(DATA + 0x100, 4, True)], q=VirtioConsole.RX)
     assert driver.used(q=0) == (1, [(0, 4)])
     assert host.peek(DATA + 0x100, 4) == b"type"
-    driver.submit([(DATA + 0x200, 64, True)], q=v.VirtioConsole.RX)
+    driver.submit([(DATA + 0x200, 64, True)], q=VirtioConsole.RX)
     assert driver.used(q=0)[1][1] == (1, 7)
     assert host.peek(DATA + 0x200, 7) == b"d early"
 
 
 def test_bad_ring_address_sets_needs_reset() -> None:
-    transport, host = slot_with(v.VirtioRng())
+    transport, host = slot_with(VirtioRng())
     driver = Driver(transport, host)
     host.poke(DESC, v.DESC.pack(0x1000, 64, v.DESC_F_WRITE, 0))  # outside RAM
     driver.publish(0)
@@ -287,7 +303,7 @@ def test_device_tree_lists_every_slot() -> None:
 
 
 def test_snapshot_overlay_keeps_the_image_unchanged(tmp_path: Path) -> None:
-    backend = v.BlockBackend(str(disk(tmp_path, sectors=4).path), snapshot=True)
+    backend = BlockBackend(str(disk(tmp_path, sectors=4).path), snapshot=True)
     before = Path(backend.path).read_bytes()
     backend.write(512 + 100, b"x" * 600)  # straddles sectors 1 and 2
     backend.flush()

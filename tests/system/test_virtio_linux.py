@@ -4,14 +4,13 @@ busybox initramfs, which then reads and writes /dev/vda, prints on hvc0 and read
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
 
 from tests.system.conftest import run_system
-from tests.system.debian import CACHE, arm64_kernel
-from tests.system.initramfs import Entry, busybox_arm64, newc
+from tests.system.debian import arm64_kernel
+from tests.system.initramfs import arm64_modules, busybox_arm64, initramfs_with_modules
 
 # Load order follows the modules' depends= fields (virtio_ring <- virtio <- the rest).
 MODULES = (
@@ -43,25 +42,7 @@ poweroff -f
 
 def make_initramfs(path: Path, kernel: Path) -> None:
     """busybox, the kernel's own virtio modules and an /init that loads them and tests."""
-    version = kernel.name.removeprefix("vmlinuz-")
-    module_dir = CACHE / "k" / "lib" / "modules" / version / "kernel"
-    directory, executable = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755
-    entries = [
-        Entry("bin", directory),
-        Entry("bin/busybox", executable, busybox_arm64().read_bytes()),
-        Entry("dev", directory),
-        Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
-        Entry("modules", directory),
-    ]
-    insmods = []
-    for module in MODULES:
-        source = module_dir / module
-        if not source.exists():
-            pytest.skip(f"{source} not in the kernel package")
-        entries.append(Entry(f"modules/{source.name}", stat.S_IFREG | 0o644, source.read_bytes()))
-        insmods.append(f"insmod /modules/{source.name}")
-    entries.append(Entry("init", executable, INIT.format(insmods="\n".join(insmods)).encode()))
-    path.write_bytes(newc(entries))
+    initramfs_with_modules(path, INIT, arm64_modules(kernel, MODULES), busybox_arm64())
 
 
 @pytest.mark.slow

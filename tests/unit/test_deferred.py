@@ -57,7 +57,7 @@ def test_start_up_imports_no_deferred_module_and_resolves_on_first_use() -> None
     calls are Deferred entries, and resolving one imports its module and gives its declaration."""
     script = """
 import sys
-import qemuser.syscalls.emulator
+import qemuser.user.run
 from qemuser.syscalls.deferred import DEFERRED_MODULES, Deferred, table_entry
 from qemuser.syscalls.registry import REGISTRY, SyscallDef
 loaded = sorted(m for m in DEFERRED_MODULES if "qemuser.syscalls." + m in sys.modules)

@@ -47,6 +47,7 @@ def mem() -> AddressSpace:
 def load(mem: AddressSpace, tmp_path: Path, data: bytes, base: int | None = None):
     path = tmp_path / "prog"
     path.write_bytes(data)
+    path.chmod(0o755)  # execve refuses a file without execute permission
     info = read_elf_info(str(path))
     return load_image(mem, info, data, base, str(path))
 
@@ -124,11 +125,13 @@ def test_wrong_machine(tmp_path: Path, machine: int, elf_class: int, message: st
     if elf_class == 2:
         path.write_bytes(build_elf([(PT_LOAD, 0, 0x40_0000, 0x100, 0x100, PF_R)], bytes(0x100),
                                    machine=machine))  # fmt: skip
+        path.chmod(0o755)  # execve refuses a file without execute permission
     else:  # an ELF32 header with no program headers is enough to name the machine
         header = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
         header += struct.pack("<HHIIIIIHHHHHH", 2, machine, 1, 0, 52, 0, 0, 52, 32, 1, 40, 0, 0)
         phdr = struct.pack("<IIIIIIII", PT_LOAD, 0, 0x1_0000, 0x1_0000, 0x54, 0x54, PF_R, PAGE)
         path.write_bytes(header + phdr)
+        path.chmod(0o755)  # execve refuses a file without execute permission
     info = read_elf_info(str(path))
     with pytest.raises(LoadError) as error:
         check_arch(info, CPUS["aarch64"])
@@ -149,6 +152,7 @@ def test_corrupt_headers(tmp_path: Path, patch: tuple[int, bytes], message: str)
     data[offset : offset + len(value)] = value
     path = tmp_path / "bad"
     path.write_bytes(bytes(data))
+    path.chmod(0o755)  # execve refuses a file without execute permission
     with pytest.raises(LoadError) as error:
         read_elf_info(str(path))
     assert str(error.value) == f"'{path}' {message}"
@@ -162,6 +166,7 @@ def test_big_endian_headers_are_read_in_their_byte_order(tmp_path: Path) -> None
                        PAGE)  # fmt: skip
     path = tmp_path / "be"
     path.write_bytes(header + phdr + bytes(0x100 - len(header + phdr)))
+    path.chmod(0o755)  # execve refuses a file without execute permission
     info = read_elf_info(str(path))
     assert (info.machine, info.entry, info.segments[0][2]) == (EM_AARCH64, 0x40_1000, 0x40_0000)
     with pytest.raises(LoadError) as error:
@@ -181,6 +186,7 @@ def test_bad_ident_is_one_line(tmp_path: Path, ident: bytes, message: str) -> No
     data[4:7] = ident
     path = tmp_path / "bad"
     path.write_bytes(bytes(data))
+    path.chmod(0o755)  # execve refuses a file without execute permission
     with pytest.raises(LoadError) as error:
         read_elf_info(str(path))
     assert str(error.value) == f"'{path}' {message}"

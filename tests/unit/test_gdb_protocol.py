@@ -2,22 +2,24 @@
 
 import xml.etree.ElementTree as ET
 
-from qemuser.syscalls.gdbstub import (
-    AARCH64_GDB,
+from qemuser.cpu import CPUS
+from qemuser.gdb.packets import (
     GDB_TO_LINUX_SIGNAL,
-    RISCV64_GDB,
     BadPacket,
     Interrupt,
     Packet,
     PacketReader,
     checksum,
-    decode_register,
-    encode_register,
     escape,
     frame,
     gdb_signal,
     unescape,
 )
+from qemuser.gdb.tdesc import TargetDescription, decode_register, encode_register
+
+# the target descriptions user mode serves (qemuser.user.gdbtarget)
+AARCH64_GDB = TargetDescription(CPUS["aarch64"], osabi="GNU/Linux")
+RISCV64_GDB = TargetDescription(CPUS["riscv64"], osabi="GNU/Linux")
 
 
 def test_checksum_is_the_byte_sum_modulo_256() -> None:

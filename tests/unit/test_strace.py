@@ -1,5 +1,5 @@
-"""-strace line formatting (syscalls/registry.py), without a CPU: a fake process whose memory is
-a dict of guest address -> bytes."""
+"""-strace line formatting (syscalls/strace.py, syscalls/argkinds.py), without a CPU: a fake
+process whose memory is a dict of guest address -> bytes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from qemuser.loader.memory import GuestFault
-from qemuser.syscalls.abi.fcntl import OpenFlagCodec
-from qemuser.syscalls.registry import (
+from qemuser.loader.fault import GuestFault
+from qemuser.syscalls.abi.filecontrol import OpenFlagCodec
+from qemuser.syscalls.argkinds import (
     ACCESS_MODE,
     DIRFD,
     FD,
@@ -26,13 +26,11 @@ from qemuser.syscalls.registry import (
     Ret,
     StructIn,
     StructOut,
-    SyscallDef,
     c_string_literal,
-    format_call,
-    format_taken_signal,
-    format_unknown_call,
-    signal_name,
 )
+from qemuser.syscalls.registry import SyscallDef
+from qemuser.syscalls.signames import signal_name
+from qemuser.syscalls.strace import format_call, format_taken_signal, format_unknown_call
 
 STRING_AT = 0x1000
 BYTES_AT = 0x2000

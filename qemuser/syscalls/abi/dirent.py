@@ -6,10 +6,23 @@ still re-encoded one by one through this layout.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from qemuser.syscalls.abi.layout import Layout
 
+
+class Dirent64(NamedTuple):
+    d_ino: int
+    d_off: int
+    d_reclen: int
+    d_type: int
+
+
+# the fixed head: d_name follows at offsetof(d_name) = 19
 DIRENT64 = Layout(
-    "linux_dirent64", [("d_ino", "Q"), ("d_off", "q"), ("d_reclen", "H"), ("d_type", "B")]
+    "linux_dirent64",
+    Dirent64,
+    [("d_ino", "Q"), ("d_off", "q"), ("d_reclen", "H"), ("d_type", "B")],
 )
 
 
@@ -18,11 +31,11 @@ def guest_dirents(host_records: bytes) -> bytes:
     out = []
     pos = 0
     while pos < len(host_records):
-        header = DIRENT64.unpack(host_records[pos : pos + DIRENT64.size])
-        length = header["d_reclen"]
-        assert isinstance(length, int) and length >= DIRENT64.size
+        header = DIRENT64.unpack(host_records, pos)
+        length = header.d_reclen
+        assert length >= DIRENT64.size
         name = host_records[pos + DIRENT64.size : pos + length].split(b"\0", 1)[0]
-        record = DIRENT64.pack(**header) + name + b"\0"
+        record = DIRENT64.pack(header) + name + b"\0"
         out.append(record + bytes(length - len(record)))
         pos += length
     return b"".join(out)

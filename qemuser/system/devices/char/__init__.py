@@ -1,0 +1,1 @@
+"""Serial ports: PL011, NS16550A."""

@@ -1,0 +1,1 @@
+"""Firmware interfaces answered in Python: PSCI."""

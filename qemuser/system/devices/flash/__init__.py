@@ -1,0 +1,1 @@
+"""Flash memory: CFI NOR flash."""

@@ -1,0 +1,1 @@
+"""Miscellaneous board devices: the SiFive test finisher."""

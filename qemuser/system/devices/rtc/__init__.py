@@ -1,0 +1,1 @@
+"""Real-time clocks: PL031."""

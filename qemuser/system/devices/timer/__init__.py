@@ -1,0 +1,1 @@
+"""Timers with state of their own: the ARM generic timer (per CPU, reached by MSR)."""

@@ -1,0 +1,1 @@
+"""Network backends of system mode (`-netdev`): user-mode networking through libslirp."""
