@@ -258,3 +258,49 @@ def test_snapshot_writes_stay_in_memory(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == expected_lines("aarch64", read_only=False, serial="")
     assert result.returncode == 0
     assert disk.read_bytes() == before
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "riscv64"])
+def test_guest_writes_land_in_a_qcow2_overlay_made_by_qemu_img(arch: str, tmp_path: Path) -> None:
+    # The base is raw, the overlay a qcow2 QEMU's qemu-img made on top of it: the guest reads
+    # through the chain, its write lands in the overlay and the base keeps every byte.
+    import hashlib
+    import shutil
+    import subprocess
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("Debian's qemu-utils (qemu-img) is not installed")
+    elf = fixture(f"virtio-blk-{arch}.elf")
+    base = tmp_path / "base.raw"
+    before = make_disk(base)
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)],
+        check=True,
+    )
+    result = run_system(
+        arch,
+        *("-M", "virt", "-nographic", "-bios", "none", "-kernel", str(elf)),
+        *("-device", "virtio-rng-device"),
+        *("-drive", f"file={overlay},if=none,id=d0"),  # probed: qcow2
+        *("-device", "virtio-blk-device,drive=d0,serial=QS-0001"),
+    )
+    assert result.stdout.splitlines() == expected_lines(arch, read_only=False, serial="QS-0001")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert hashlib.sha256(base.read_bytes()).digest() == hashlib.sha256(before).digest()
+    # what the chain holds now, as QEMU's own qemu-img reads it
+    flat = tmp_path / "flat.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(flat)], check=True)
+    after = flat.read_bytes()
+    written = f"written by the {arch} guest\n".encode()
+    assert after[SECTOR : 2 * SECTOR] == written.ljust(SECTOR, b".")
+    assert after[:SECTOR] == before[:SECTOR] and after[2 * SECTOR :] == before[2 * SECTOR :]
+    check = subprocess.run(["qemu-img", "check", "-q", str(overlay)], capture_output=True)
+    assert check.returncode == 0, check.stderr
+    mapped = subprocess.run(
+        ["qemu-img", "map", "--output=json", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"depth": 0' in mapped.stdout  # some data of the overlay's own: the guest's write
