@@ -280,9 +280,10 @@ class ArmCore:
         self.update_timers()
         return self.gic.pending_irq(self.index)
 
-    def _add_sys_hook(self) -> None:
-        """Broadcast maintenance (SYS instructions): TLBI and IC reach the other engines."""
-        callback = _SYS_HOOK(self._on_sys)
+    def _add_insn_hook(self, instruction: int, handler: Callable[..., int]) -> None:
+        """A raw UC_HOOK_INSN hook (MSR or SYS) on this vCPU's engine; the ctypes callback is
+        kept alive with the vCPU."""
+        callback = _SYS_HOOK(handler)
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(
             self.uc._uch,
@@ -292,11 +293,15 @@ class ArmCore:
             ctypes.c_void_p(0),
             ctypes.c_uint64(1),
             ctypes.c_uint64(0),
-            ctypes.c_int(a64.UC_ARM64_INS_SYS),
+            ctypes.c_int(instruction),
         )
         if status:
             raise UcError(status)
         self._hooks.append(callback)
+
+    def _add_sys_hook(self) -> None:
+        """Broadcast maintenance (SYS instructions): TLBI and IC reach the other engines."""
+        self._add_insn_hook(a64.UC_ARM64_INS_SYS, self._on_sys)
 
     def _on_sys(self, _handle: int, _reg: int, cp_addr: int, _data: int) -> int:
         try:
@@ -317,21 +322,7 @@ class ArmCore:
         return self.regs.cp_read(CNTVCT)
 
     def _add_msr_hook(self) -> None:
-        callback = _SYS_HOOK(self._on_msr)
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(
-            self.uc._uch,
-            ctypes.byref(handle),
-            UC_HOOK_INSN,
-            callback,
-            ctypes.c_void_p(0),
-            ctypes.c_uint64(1),
-            ctypes.c_uint64(0),
-            ctypes.c_int(a64.UC_ARM64_INS_MSR),
-        )
-        if status:
-            raise UcError(status)
-        self._hooks.append(callback)
+        self._add_insn_hook(a64.UC_ARM64_INS_MSR, self._on_msr)
 
     def _on_msr(self, _handle: int, reg: int, cp_addr: int, _data: int) -> int:
         # A raw ctypes callback: an exception here would only be printed, so none may escape.
