@@ -23,6 +23,10 @@ APT_PACKAGES=(
     # system mode: -netdev user's TCP/IP stack (the library QEMU uses); QEMU's image tools, the
     # references the block-layer tests compare qemuser-img/-io/-nbd with
     libslirp0 qemu-utils
+    # UEFI boots (tests/system/test_uefi.py, test_edk2_doc_example.py): Debian's EDK2 for arm64,
+    # and what builds the GPT + FAT EFI system partition in a plain file without root
+    # (sfdisk from fdisk, mtools); the host's ssh client logs in to the guests
+    qemu-efi-aarch64 fdisk mtools openssh-client
     # foreign containers and chroots (tests/containers): podman with runc, debootstrap; and what
     # `qemuser-binfmt build` links its self-contained interpreter from (Debian's static
     # libpython3.11, libffi, zlib, expat; dpkg-dev for `apt-get source`)

@@ -105,5 +105,12 @@ def compile_job(build_dir: Path) -> tuple[tuple[str, ...], Path]:
         source.write_text(text)
     obj = build_dir / "gcc-output.o"
     gcc = root / "usr" / "bin" / "aarch64-linux-gnu-gcc-12"
-    script = f"{gcc} -O2 -c -o {obj} {source} && {root / 'usr' / 'bin' / 'sha256sum'} < {obj}"
+    # -B: the assembler by its full path in the root. Without it gcc finds "as" on PATH, and
+    # under qemu-user the kernel then execs the host's x86 /usr/bin/as (binfmt_misc execs know
+    # no QEMU_LD_PREFIX), which refuses aarch64's options.
+    tools = root / "usr" / "bin" / "aarch64-linux-gnu-"
+    script = (
+        f"{gcc} -B{tools} -O2 -c -o {obj} {source}"
+        f" && {root / 'usr' / 'bin' / 'sha256sum'} < {obj}"
+    )
     return (str(root / "bin" / "bash"), "-c", script), root

@@ -367,7 +367,7 @@ def benches(selected: set[str] | None) -> list[Bench]:
             # Debian's coreutils cat of SMALL_FILES small files, piped into its own sha256sum:
             # an openat/fstat/read/close per file, the per-call cost that dd's big loop hides.
             files = sorted(str(path) for path in small_files().glob("f*.txt"))
-            cat = f"{root / 'bin' / 'cat'} {' '.join(files)} | {root / 'bin' / 'sha256sum'}"
+            cat = f"{root / 'bin' / 'cat'} {' '.join(files)} | {root / 'usr' / 'bin' / 'sha256sum'}"
             argv = (str(root / "bin" / "bash"), "-c", cat)
             found.append(Bench("smallfiles", "aarch64", 2.0, argv, root, True, True))
     if want("gcc"):
@@ -429,9 +429,11 @@ def main() -> int:
     return 2 if over and args.strict else 0
 
 
-def install_missing_tools() -> None:
-    """apt-get install what a fresh Debian machine lacks (qemu-user, time, cross compilers)."""
-    missing = sorted({pkg for tool, pkg in DEBIAN_TOOLS.items() if shutil.which(tool) is None})
+def install_missing_tools(tools: dict[str, str] | None = None) -> None:
+    """apt-get install what a fresh Debian machine lacks: of `tools` (command -> package; by
+    default this script's: qemu-user, time, cross compilers), those not on PATH."""
+    wanted = DEBIAN_TOOLS if tools is None else tools
+    missing = sorted({pkg for tool, pkg in wanted.items() if shutil.which(tool) is None})
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:

@@ -31,6 +31,10 @@ timeout. The verdict of a test compares the two:
     qemuser-skip    qemuser skips (TCONF) where qemu-user passes: something qemuser lacks
     not-run         listed as unsafe for this host (UNSAFE below), or not built
 
+`--reference SAVED.json` takes qemu-user's runs from an earlier `--json` run of the same LTP
+build instead of running them again (the reference does not change between runs of qemuser,
+and it halves a run's time); tests the saved run lacks run under both.
+
 LTP's exit status is the OR of what its results were (include/tst_res_flags.h): 0 all
 passed, TFAIL 1, TBROK 2, TWARN 4, TCONF 32 (skipped; counted apart, never as a failure).
 """
@@ -161,6 +165,9 @@ class Options:
     workdir: Path
     keep: bool
     verbose: bool = False
+    # qemu-user's runs of a saved --json run, by test name: reused instead of running the
+    # reference again (it does not change between runs of qemuser; --reference)
+    reference: dict[str, Run] | None = None
 
 
 _RESULT_LINE = re.compile(r"\b(TFAIL|TBROK|TWARN)\b")
@@ -321,7 +328,8 @@ def test_one(opts: Options, name: str, command: list[str]) -> Result:
         reason = "a script (needs binfmt_misc to run foreign programs)"
     if reason is not None:
         return Result(name, command, "not-run", reason=reason)
-    ref = run_one(opts, opts.qemu, name, command)
+    saved = opts.reference.get(name) if opts.reference is not None else None
+    ref = saved if saved is not None else run_one(opts, opts.qemu, name, command)
     ours = run_one(opts, opts.qemuser, name, command)
     return Result(name, command, verdict(ours, ref), ours, ref)
 
@@ -388,6 +396,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each start on stderr")
     parser.add_argument(
+        "--reference", type=Path, metavar="FILE",
+        help="take qemu-user's runs from a saved --json run (same LTP build): run only qemuser",
+    )  # fmt: skip
+    parser.add_argument(
         "--from-json", type=Path, metavar="FILE",
         help="run nothing: report a saved --json run again (with today's UNSAFE lists)",
     )  # fmt: skip
@@ -453,6 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         tests = [t for t in tests if any(fnmatchcase(t[0], p) for p in args.patterns)]
     if args.from_json:
         return rescore(args, tests)
+    reference = None
+    if args.reference:
+        try:
+            saved = load_results(args.reference)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"ltp.py: cannot read {args.reference}: {exc}", file=sys.stderr)
+            return 2
+        reference = {name: r.qemu for name, r in saved.items() if r.qemu is not None}
     workdir = args.workdir or Path(tempfile.gettempdir()) / f"ltp-run-{args.arch}"
     workdir.mkdir(parents=True, exist_ok=True)
     opts = Options(
@@ -466,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         keep=args.keep,
         verbose=args.verbose,
+        reference=reference,
     )
     results: list[Result] = []
     try:

@@ -27,6 +27,7 @@ from qemuser.cli.system_options import (
     check_cpu_props,
     check_machine_props,
     log_help,
+    machine_board,
     merge_machine,
     parse_args,
     parse_rtc,
@@ -51,9 +52,11 @@ from qemuser.system.machine import Machine, MachineConfig, MachineError
 from qemuser.system.monitor.qmp import QmpSession
 from qemuser.system.monitor.server import HmpSession, MonitorServer
 from qemuser.system.monitor.target import QEMU_VERSION, BlockInfo, MachineInfo
+from qemuser.system.net.clients import NetClients
 from qemuser.system.net.netdev import plan_network
 from qemuser.system.net.slirp import NetdevError
 from qemuser.system.plug import boot_order_file, check_globals
+from qemuser.system.semihosting import Semihosting, SemihostingConfig, parse_config
 from qemuser.system.session import MachineSession
 from qemuser.system.smp import SmpError, board_topology
 from qemuser.system.snapshot import SnapshotError, VmSnapshots
@@ -291,6 +294,7 @@ def run(arch: str, argv: list[str]) -> int:
             print(line)
         return 0
     check_machine_props(arch, qom, machine_opts.props)
+    board = machine_board(arch, board, machine_opts.props)
     _fold_machine_props(machine_opts, opts)
     if opts.values.get("d") == "help":
         print(log_help())
@@ -355,8 +359,8 @@ def run(arch: str, argv: list[str]) -> int:
         network = plan_network(
             opts.all("netdev"), opts.all("nic"), opts.all("net"), "nodefaults" not in opts.flags
         )
-    except NetdevError as exc:
-        raise UsageError(str(exc)) from None
+    except NetdevError as exc:  # every line of it is the program's (guestfwd's have two)
+        raise UsageError(str(exc).replace("\n", f"\nqemuser-system-{arch}: ")) from None
     plan = plan_devices(
         opts.drives,
         opts.blockdevs,
@@ -470,6 +474,7 @@ def run(arch: str, argv: list[str]) -> int:
         return _start(
             arch, board, opts, machine_opts, plan, chardevs, serial_ids, monitors, mux_monitor,
             ram=ram, cpu_model=cpu_model, rtc_offset=rtc_offset, ready_fd=ready_fd,
+            net_clients=NetClients.of(network, plan.devices),
         )  # fmt: skip
     finally:
         if pidfile:
@@ -498,8 +503,7 @@ def _refuse_unmodelled(opts: Options) -> None:
     """Options QEMU has that the machine cannot honour: refused, never ignored."""
     if "enable-kvm" in opts.flags:
         raise UsageError("-enable-kvm: invalid accelerator kvm")
-    if "semihosting" in opts.flags or "semihosting-config" in opts.values:
-        raise UsageError("-semihosting: semihosting is not supported by qemuser's CPU core")
+    _semihosting_config(opts)  # a bad -semihosting-config fails before anything opens
     items = {item for item in opts.values.get("d", "").split(",") if item}
     known = {name for name, _ in LOG_ITEMS if name != "trace:PATTERN"}
     for item in sorted(items):
@@ -513,6 +517,36 @@ def _refuse_unmodelled(opts: Options) -> None:
         raise UsageError(f"Error opening logfile {opts.values['D']}: {exc.strerror}") from None
     if "L" in opts.values and not os.path.isdir(opts.values["L"]):
         raise UsageError(f"-L {opts.values['L']}: no such directory")
+
+
+def _semihosting_config(opts: Options) -> SemihostingConfig | None:
+    """-semihosting and every -semihosting-config, merged as QEMU's (None: off)."""
+    config = SemihostingConfig()
+    for value in opts.all("semihosting-config"):
+        try:
+            parse_config(value, config)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if "semihosting" in opts.flags:
+        config.enabled = True
+    return config if config.enabled else None
+
+
+def _attach_semihosting(
+    machine: Machine, config: SemihostingConfig, console: Chardev | None
+) -> None:
+    """Every vCPU answers the semihosting trap; SYS_GET_CMDLINE's line is arg=..., else, as
+    QEMU's fallback, the -kernel name and the -append words."""
+    words = config.args or [w for w in (machine.config.kernel, machine.config.append) if w]
+    handler = Semihosting(
+        config,
+        cmdline=" ".join(words),
+        ram=(machine.config.board.ram_base, machine.config.ram_size),
+        stop=machine.stop,
+        console=console,
+    )
+    for cpu in machine.cpus:
+        cpu.semihosting = handler  # type: ignore[attr-defined]
 
 
 def _start(
@@ -530,6 +564,7 @@ def _start(
     cpu_model: str | None,
     rtc_offset: int,
     ready_fd: int | None = None,
+    net_clients: NetClients | None = None,
 ) -> int:
     from qemuser.system.plug import DevicePlan
 
@@ -560,8 +595,17 @@ def _start(
         smp=board_topology(board.cpu.name, opts.values.get("smp", "")),
     )
 
+    semihosting = _semihosting_config(opts)
+    semihosting_console = None
+    if semihosting is not None and semihosting.chardev is not None:
+        if semihosting.chardev not in chardevs.specs:
+            raise UsageError(f"semihosting chardev '{semihosting.chardev}' not found")
+        semihosting_console = chardevs.open(semihosting.chardev)
+
     def build() -> Machine:
         machine = Machine(config, _ChardevWriter(serial))  # type: ignore[arg-type]
+        if semihosting is not None:
+            _attach_semihosting(machine, semihosting, semihosting_console)
         plan.plug_into(machine.devices)
         bootorder = boot_order_file(plan)
         fw_cfg = next((d for d in machine.devices if isinstance(d, FwCfg)), None)
@@ -611,6 +655,7 @@ def _start(
     session = MachineSession(
         build,
         snapshots=snapshots,
+        network=net_clients,
         name=(opts.values.get("name") or "").split(",", 1)[0].removeprefix("guest=") or None,
         start_paused="S" in opts.flags,
         no_shutdown="no-shutdown" in opts.flags,

@@ -12,6 +12,7 @@ import datetime
 import time
 from dataclasses import dataclass, field
 
+from qemuser.system.boards import Board, virt_aarch64_el2, virt_aarch64_gicv3
 from qemuser.system.chardev.spec import split_options
 
 
@@ -28,7 +29,7 @@ _WITH_VALUE = {
 }  # fmt: skip
 _REPEATED = {
     "machine", "serial", "device", "drive", "blockdev", "monitor", "qmp", "chardev", "mon",
-    "accel", "global", "netdev", "nic", "net",
+    "accel", "global", "netdev", "nic", "net", "semihosting-config",
 }  # fmt: skip
 _FLAGS = {
     "nographic", "no-reboot", "no-shutdown", "s", "S", "snapshot", "nodefaults", "daemonize",
@@ -181,11 +182,16 @@ def check_machine_props(arch: str, qom: str, props: dict[str, str]) -> None:
         if prop == "gic-version":
             if value not in ("2", "3", "host", "max"):
                 raise UsageError("Invalid gic-version value\nValid values are 3, 2, host, max.")
-            if value != "2":
+            if value == "host":
+                raise UsageError("gic-version=host requires KVM")  # QEMU's words under TCG
+            if value != "2" and props.get("virtualization", "off") in _ON:
+                # A GICv3 under EL2 needs the ICH_* (virtual CPU interface) registers too.
                 raise UsageError(
-                    f"mach-virt: gic-version={value} is not supported by qemuser "
-                    "(it emulates a GICv2 only)"
+                    f"mach-virt: gic-version={value} with virtualization=on is not supported "
+                    "by qemuser (use gic-version=2)"
                 )
+        elif prop == "virtualization" and arch == "aarch64":
+            _flag(value, prop, qom)  # on: machine_board gives the EL2 variant
         elif prop in ("virtualization", "secure", "mte"):
             if _flag(value, prop, qom):
                 what = {
@@ -210,6 +216,16 @@ def check_machine_props(arch: str, qom: str, props: dict[str, str]) -> None:
                 raise UsageError(f"{qom}: {prop}=on is not supported by qemuser (use off)")
         else:
             raise UsageError(f"{qom}: property '{prop}' is not supported by qemuser")
+
+
+def machine_board(arch: str, board: Board, props: dict[str, str]) -> Board:
+    """The variant of `board` that checked machine properties ask for: virtualization=on makes
+    the aarch64 virt board's CPUs start at EL2 (system/boards.py)."""
+    if arch == "aarch64" and props.get("virtualization", "off") in _ON:
+        return virt_aarch64_el2()
+    if arch == "aarch64" and props.get("gic-version") in ("3", "max"):
+        return virt_aarch64_gicv3()  # max: QEMU picks a GICv3 under TCG
+    return board
 
 
 # --- -cpu, -accel ---------------------------------------------------------------------------

@@ -37,6 +37,9 @@ class CpuModel:
     name: str
     uc_model: int
     description: str
+    # (feature, what the guest gets of it): one `-cpu help` line each, for the features whose
+    # state is not obvious from the name (what unicorn's core lacks is said, not hidden)
+    features: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,8 +28,9 @@ from qemuser.host.sysnums import (
 )
 from qemuser.syscalls.abi.poll import GUEST_EPOLL_EVENT, HOST_EPOLL_EVENT
 from qemuser.syscalls.abi.sigaction import SIGSET, SIGSET_SIZE
-from qemuser.syscalls.abi.timespec import ITIMERSPEC, TIMESPEC
+from qemuser.syscalls.abi.timespec import ITIMERSPEC
 from qemuser.syscalls.argkinds import FD, INT, MAYBE_FD, PATH, PTR, ULONG, Enum, Flags, guest_fd
+from qemuser.syscalls.poll import read_guest_sigmask, read_timeout, wait_with_mask
 from qemuser.syscalls.registry import syscall
 
 if TYPE_CHECKING:
@@ -108,21 +109,24 @@ def _epoll_wait(
     epfd: int,
     events_ptr: int,
     maxevents: int,
-    timeout_ms: int,
+    timeout_ns: int | None,
     sigmask_ptr: int,
+    sigsetsize: int,
 ) -> int:
     if not 0 < maxevents <= MAX_EVENTS:
         return -errno.EINVAL
-    old_mask = None
-    if sigmask_ptr:
-        old_mask = proc.signals.mask
-        proc.signals.mask = SIGSET.unpack(proc.mem.read(sigmask_ptr, SIGSET_SIZE)).sig
-    try:
-        host_events = ctypes.create_string_buffer(HOST_EPOLL_EVENT.size * maxevents)
-        n = host_syscall(HOST_SYS_EPOLL_PWAIT, epfd, host_events, maxevents, timeout_ms, 0, 8)
-    finally:
-        if old_mask is not None:
-            proc.signals.mask = old_mask
+    mask = read_guest_sigmask(proc, sigmask_ptr, sigsetsize)
+    host_events = ctypes.create_string_buffer(HOST_EPOLL_EVENT.size * maxevents)
+
+    def wait(remaining_ns: int | None) -> int:
+        timeout_ms = -1 if remaining_ns is None else (remaining_ns + 999_999) // 1_000_000
+        return host_syscall(HOST_SYS_EPOLL_PWAIT, epfd, host_events, maxevents, timeout_ms, 0, 8)
+
+    # with the guest's temporary mask for the wait: a host signal it blocks does not end it
+    # (the wait goes on for the time left), one it takes ends it with EINTR (epoll_pwait01)
+    n, _ = wait_with_mask(proc, mask, timeout_ns, wait)
+    if n < 0:
+        return n
     out = bytearray()
     for i in range(n):
         event = HOST_EPOLL_EVENT.unpack(host_events.raw, i * HOST_EPOLL_EVENT.size)
@@ -141,7 +145,8 @@ def epoll_pwait(
     sigmask_ptr: int,
     sigsetsize: int,
 ) -> int:
-    return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout, sigmask_ptr)
+    timeout_ns = None if timeout < 0 else timeout * 1_000_000
+    return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout_ns, sigmask_ptr, sigsetsize)
 
 
 @syscall("epoll_pwait2", FD, PTR, INT, PTR, PTR, ULONG, blocks=True, restart=False)
@@ -154,11 +159,8 @@ def epoll_pwait2(
     sigmask_ptr: int,
     sigsetsize: int,
 ) -> int:
-    timeout_ms = -1
-    if timeout_ptr:
-        sec, nsec = TIMESPEC.unpack(proc.mem.read(timeout_ptr, TIMESPEC.size))
-        timeout_ms = sec * 1000 + (nsec + 999_999) // 1_000_000
-    return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout_ms, sigmask_ptr)
+    timeout_ns = read_timeout(proc, timeout_ptr)  # EINVAL for a negative or bad timespec
+    return _epoll_wait(proc, epfd, events_ptr, maxevents, timeout_ns, sigmask_ptr, sigsetsize)
 
 
 # ---- inotify ---------------------------------------------------------------------------------

@@ -557,9 +557,33 @@ def getdents64(proc: GuestProcess, fd: int, dirp: int, count: int) -> int:
     count = min(count, 1 << 20)
     check_writable(proc, dirp, count)
     buffer = ctypes.create_string_buffer(max(count, 1))
-    n = host_syscall(HOST_SYS_GETDENTS64, fd, buffer, count)
-    proc.mem.write(dirp, guest_dirents(buffer.raw[:n]))
-    return n
+    hidden = _emulator_threads(proc, fd)
+    while True:
+        n = host_syscall(HOST_SYS_GETDENTS64, fd, buffer, count)
+        records = guest_dirents(buffer.raw[:n], hidden)
+        if records or not n:  # all of a batch hidden: the next one, not a false end
+            break
+    proc.mem.write(dirp, records)
+    return len(records)
+
+
+def _emulator_threads(proc: GuestProcess, fd: int) -> frozenset[bytes]:
+    """The entries to hide when `fd` is this process's /proc/PID/task: the host threads that
+    are no guest thread (the main guest thread's worker, timers, the tick). A guest thread's
+    tid is its worker's, the main one's the process's (futex_wake02 waits for every task
+    there but itself to sleep)."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return frozenset()
+    if path != f"/proc/{os.getpid()}/task":
+        return frozenset()
+    guest = {str(tid).encode() for tid in proc.sched.threads} | {str(os.getpid()).encode()}
+    try:
+        host = set(os.listdir(path.encode()))
+    except OSError:
+        return frozenset()
+    return frozenset(host - guest)
 
 
 # ---- directories and names -------------------------------------------------------------------
@@ -1058,13 +1082,19 @@ def name_to_handle_at(
     except OSError as exc:
         if exc.errno == errno.EOVERFLOW:  # the size it needs is in handle_bytes
             proc.mem.write(handle, buffer.raw[: HANDLE_BYTES.size])
+            # Linux writes the mount id on that path too: a bad pointer is EFAULT there,
+            # whatever the size (name_to_handle_at02)
+            _write_mount_id(proc, mount_id, mount.value, flags)
         raise
     written = FILE_HANDLE_HEAD.unpack(buffer.raw).handle_bytes
     proc.mem.write(handle, buffer.raw[: head + written])
-    mount_layout = MOUNT_ID_UNIQUE if flags & AT_HANDLE_MNT_ID_UNIQUE else MOUNT_ID
-    value = mount.value if mount_layout is MOUNT_ID_UNIQUE else s32(mount.value)
-    proc.mem.write(mount_id, mount_layout.pack(value=value))
+    _write_mount_id(proc, mount_id, mount.value, flags)
     return result
+
+
+def _write_mount_id(proc: GuestProcess, address: int, value: int, flags: int) -> None:
+    layout = MOUNT_ID_UNIQUE if flags & AT_HANDLE_MNT_ID_UNIQUE else MOUNT_ID
+    proc.mem.write(address, layout.pack(value=value if layout is MOUNT_ID_UNIQUE else s32(value)))
 
 
 # mount_fd may be AT_FDCWD: the mount of the current directory

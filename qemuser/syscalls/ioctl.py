@@ -8,6 +8,7 @@ reported once with -strace or -d unimp.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl as host_fcntl
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ NONE = "none"  # no argument
 VALUE = "value"  # the argument itself is an integer
 IN = "in"  # the argument points at a struct the guest gives
 OUT = "out"  # the argument points at a struct the kernel fills
+INOUT = "inout"  # the argument points at `size` bytes the kernel reads and fills (same layout)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,19 @@ class Request:
     name: str
     passing: str
     layout: Layout | None = None  # type: ignore[type-arg]
+    size: int = 0  # INOUT's bytes
+
+
+# Socket and random-device requests (include/uapi/linux/sockios.h, random.h). struct ifreq is
+# 40 bytes with the same layout on the 64-bit guests and the x86_64 host; struct ifconf holds
+# a pointer, so SIOCGIFCONF has a path of its own.
+SIOCATMARK = 0x8905
+SIOCGIFCONF = 0x8912
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+SIOCGIFINDEX = 0x8933
+IFREQ_SIZE = 40
+RNDGETENTCNT = 0x80045200
 
 
 REQUESTS: dict[int, Request] = {
@@ -86,6 +101,12 @@ REQUESTS: dict[int, Request] = {
     t.FS_IOC_GETFLAGS: Request("FS_IOC_GETFLAGS", OUT, t.INT),
     t.FS_IOC_SETFLAGS: Request("FS_IOC_SETFLAGS", IN, t.INT),
     t.FICLONE: Request("FICLONE", VALUE),  # cp tries it first; ext4 answers EOPNOTSUPP
+    SIOCATMARK: Request("SIOCATMARK", OUT, t.INT),
+    SIOCGIFCONF: Request("SIOCGIFCONF", INOUT, size=16),
+    SIOCGIFFLAGS: Request("SIOCGIFFLAGS", INOUT, size=IFREQ_SIZE),
+    SIOCSIFFLAGS: Request("SIOCSIFFLAGS", INOUT, size=IFREQ_SIZE),
+    SIOCGIFINDEX: Request("SIOCGIFINDEX", INOUT, size=IFREQ_SIZE),
+    RNDGETENTCNT: Request("RNDGETENTCNT", OUT, t.INT),
 }
 
 
@@ -112,6 +133,12 @@ def ioctl(proc: GuestProcess, fd: int, request: int, arg: int) -> int:
         if request == t.TIOCGPTPEER:
             value = proc.open_codec.to_host(value)
         return host_fcntl.ioctl(fd, request, value)
+    if request == SIOCGIFCONF:
+        return _ifconf(proc, fd, arg)
+    if known.passing == INOUT:
+        filled = host_fcntl.ioctl(fd, request, proc.mem.read(arg, known.size))
+        proc.mem.write(arg, filled)
+        return 0
     layout = known.layout
     assert layout is not None
     if known.passing == IN:
@@ -121,6 +148,25 @@ def ioctl(proc: GuestProcess, fd: int, request: int, arg: int) -> int:
         return 0
     filled = host_fcntl.ioctl(fd, request, bytes(layout.size))
     proc.mem.write(arg, layout.pack(layout.unpack(filled)))
+    return 0
+
+
+def _ifconf(proc: GuestProcess, fd: int, arg: int) -> int:
+    """SIOCGIFCONF: struct ifconf {int ifc_len; char *ifc_buf} (16 bytes), the buffer the
+    host fills being ours, copied to the guest's; a NULL buffer asks for the length."""
+    head = proc.mem.read(arg, 16)
+    length = int.from_bytes(head[:4], "little", signed=True)
+    guest_buf = int.from_bytes(head[8:], "little")
+    host_buf = ctypes.create_string_buffer(max(length, 0) if guest_buf else 0)
+    address = ctypes.addressof(host_buf) if guest_buf else 0
+    record = ctypes.create_string_buffer(
+        length.to_bytes(4, "little", signed=True) + bytes(4) + address.to_bytes(8, "little"), 16
+    )
+    host_fcntl.ioctl(fd, SIOCGIFCONF, record)  # a mutable buffer: filled in place
+    filled = int.from_bytes(record.raw[:4], "little", signed=True)
+    if guest_buf:
+        proc.mem.write(guest_buf, host_buf.raw[:filled])
+    proc.mem.write(arg, record.raw[:4])
     return 0
 
 

@@ -401,11 +401,9 @@ def msgget(proc: GuestProcess, key: int, flags: int) -> int:
 
 @syscall("msgsnd", INT, Msgbuf(2, received=False), ULONG, MSG_FLAGS, blocks=True, restart=False)
 def msgsnd(proc: GuestProcess, msqid: int, msgp: int, size: int, flags: int) -> int:
-    message = (
-        _guest_in(proc, msgp, abi.MSGBUF_HEAD.size + size)
-        if size <= _MESSAGE_LIMIT
-        else UNMAPPED_HOST_ADDRESS  # the host refuses the size first (EINVAL)
-    )
+    # Linux reads mtype first (EFAULT), then refuses a bad size (EINVAL): for a size no
+    # message may have, the host gets the type alone, and says EINVAL (msgsnd02's -1)
+    message = _guest_in(proc, msgp, abi.MSGBUF_HEAD.size + (size if size <= _MESSAGE_LIMIT else 0))
     return host_syscall(HOST_SYS_MSGSND, msqid, message, size, flags)
 
 

@@ -16,6 +16,8 @@ import signal
 from typing import TYPE_CHECKING
 
 from qemuser.host import libc as host_libc
+from qemuser.host.libc import host_syscall
+from qemuser.host.sysnums import HOST_SYS_SETNS, HOST_SYS_UNSHARE
 from qemuser.loader.memory import GuestFault
 from qemuser.syscalls.abi.resources import RUSAGE
 from qemuser.syscalls.abi.scalars import INT as C_INT
@@ -43,6 +45,21 @@ CLONE_CHILD_CLEARTID = 0x200000
 CLONE_DETACHED = 0x400000
 CLONE_UNTRACED = 0x800000
 CLONE_CHILD_SETTID = 0x1000000
+CLONE_NEWCGROUP = 0x2000000
+CLONE_NEWUTS = 0x4000000
+CLONE_NEWIPC = 0x8000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEW_ANY = (
+    CLONE_NEWNS
+    | CLONE_NEWCGROUP
+    | CLONE_NEWUTS
+    | CLONE_NEWIPC
+    | CLONE_NEWUSER
+    | CLONE_NEWPID
+    | CLONE_NEWNET
+)
 
 CLONE_NAMES = {
     CLONE_VM: "CLONE_VM",
@@ -62,6 +79,12 @@ CLONE_NAMES = {
     CLONE_DETACHED: "CLONE_DETACHED",
     CLONE_UNTRACED: "CLONE_UNTRACED",
     CLONE_CHILD_SETTID: "CLONE_CHILD_SETTID",
+    CLONE_NEWCGROUP: "CLONE_NEWCGROUP",
+    CLONE_NEWUTS: "CLONE_NEWUTS",
+    CLONE_NEWIPC: "CLONE_NEWIPC",
+    CLONE_NEWUSER: "CLONE_NEWUSER",
+    CLONE_NEWPID: "CLONE_NEWPID",
+    CLONE_NEWNET: "CLONE_NEWNET",
 }
 
 
@@ -90,10 +113,70 @@ def clone(
     # asm-generic order (no CONFIG_CLONE_BACKWARDS*): flags, newsp, parent_tidptr, tls,
     # child_tidptr.
     if flags & CLONE_THREAD or (flags & CLONE_VM and not flags & CLONE_VFORK):
+        if flags & CLONE_NEW_ANY:
+            # a guest thread takes turns on the emulator's host thread: it cannot be in
+            # namespaces of its own. Refused, as qemu-user refuses it (clone09's CLONE_VM)
+            return -errno.EINVAL
         return proc.spawn_thread(flags, child_stack, parent_tid, tls, child_tid)
+    if flags & CLONE_NEW_ANY:
+        return _fork_into_namespaces(proc, flags, child_stack, parent_tid, tls, child_tid)
     if flags & CLONE_VFORK:
         proc.prepare_vfork()
     return proc.fork(flags, child_stack, parent_tid, tls, child_tid)
+
+
+def _fork_into_namespaces(
+    proc: GuestProcess, flags: int, child_stack: int, parent_tid: int, tls: int, child_tid: int
+) -> int:
+    """clone() with CLONE_NEW* flags: the child in new namespaces (clone09), made by the host.
+    A new pid namespace is the parent's to make (unshare makes it the one of its next child,
+    who is pid 1 there; setns then gives the parent its own back); the others the child makes
+    for itself with unshare before any guest code runs, and tells the parent how that went
+    through a pipe, so that a refusal (EPERM, EINVAL) is the clone's error with no child."""
+    own = flags & CLONE_NEW_ANY & ~CLONE_NEWPID
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    old_pid_ns = None
+    pid = -1
+    try:
+        if flags & CLONE_NEWPID:
+            old_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            host_syscall(HOST_SYS_UNSHARE, CLONE_NEWPID)
+        if flags & CLONE_VFORK:
+            proc.prepare_vfork()
+        pid = proc.fork(flags, child_stack, parent_tid, tls, child_tid)
+    except BaseException:
+        for fd in (report_read, report_write):
+            os.close(fd)
+        pid = -1
+        raise
+    finally:
+        if old_pid_ns is not None:
+            if pid != 0:  # the parent's children are in its own pid namespace again
+                host_syscall(HOST_SYS_SETNS, old_pid_ns, CLONE_NEWPID)
+            os.close(old_pid_ns)
+    if pid == 0:  # the child
+        os.close(report_read)
+        code = 0
+        if own:
+            try:
+                host_syscall(HOST_SYS_UNSHARE, own)
+            except OSError as exc:
+                code = exc.errno or errno.EINVAL
+        os.write(report_write, code.to_bytes(4, "little"))
+        os.close(report_write)
+        if code:
+            os._exit(0)
+        return 0
+    os.close(report_write)
+    try:
+        answer = os.read(report_read, 4)
+    finally:
+        os.close(report_read)
+    code = int.from_bytes(answer, "little") if len(answer) == 4 else errno.EINVAL
+    if code:
+        os.waitpid(pid, 0)  # the child that could not be: gone before anyone sees it
+        return -code
+    return pid
 
 
 @syscall("clone3", PTR, ULONG)

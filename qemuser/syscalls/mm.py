@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import mmap as host_mmap
 import os
 import stat as host_stat
+import weakref
 from typing import TYPE_CHECKING
 
 from qemuser.host import libc as host_libc
 from qemuser.host.libc import LIBC, host_syscall
-from qemuser.host.sysnums import HOST_SYS_MADVISE
+from qemuser.host.sysnums import (
+    HOST_SYS_MADVISE,
+    HOST_SYS_MINCORE,
+    HOST_SYS_MLOCK,
+    HOST_SYS_MSYNC,
+    HOST_SYS_MUNLOCK,
+)
 from qemuser.loader.memory import (
     MIN_MAP_ADDRESS,
     AddressSpace,
     file_end_of,
     host_private_pages,
 )
-from qemuser.syscalls.argkinds import INT, LONG, MAYBE_FD, PTR, ULONG, Enum, Flags, Ret, guest_fd
+from qemuser.syscalls.argkinds import LONG, MAYBE_FD, PTR, ULONG, Enum, Flags, Ret, guest_fd
 from qemuser.syscalls.registry import syscall
 
 if TYPE_CHECKING:
@@ -215,6 +223,8 @@ def mmap(
         )
         if not anonymous and file_pages is None:
             _fill_from_file(mem, start, size, fd, offset)
+    if flags & MAP_LOCKED or _LOCK_FUTURE:
+        _lock_new_mapping(mem, start, size, flags)
     return start
 
 
@@ -453,38 +463,114 @@ def msync(proc: GuestProcess, addr: int, length: int, flags: int) -> int:
     size = mem.page_align(length)
     if not mem.is_fully_mapped(addr, addr + size):
         return -errno.ENOMEM
-    pos = addr
-    while pos < addr + size:
-        m = mem.find(pos)
-        assert m is not None
-        end = min(m.end, addr + size)
-        if m.host_address is not None:
-            host = m.host_address + (pos - m.start)
-            _libc.msync(ctypes.c_void_p(host), end - pos, flags)
-        pos = end
+    # the host's msync on the host pages behind every part: it writes shared ones back, and
+    # says EBUSY for MS_INVALIDATE of locked ones (msync03), as Linux does for the guest's
+    for _, host, length in host_pieces(mem, addr, addr + size):
+        host_syscall(HOST_SYS_MSYNC, host, length, flags)
+    return 0
+
+
+# Memory locks are the host's, on the host pages behind the guest's: /proc/self/status's
+# VmLck (the host's file) then counts them, smaps' Locked reads them back from the host's
+# smaps, mincore sees the pages they made resident, and an unmap or exec drops them with the
+# pages, as Linux does. mlockall locks the guest's mappings, never the emulator's own memory.
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+_HOST_SYS_MLOCK2 = 325  # x86_64; MLOCK_ONFAULT = 1
+# address spaces under mlockall(MCL_FUTURE): their new mappings are locked as made (the
+# value: MCL_ONFAULT or not). An exec'd program gets a new address space, so it starts clear.
+_LOCK_FUTURE: weakref.WeakKeyDictionary[AddressSpace, int] = weakref.WeakKeyDictionary()
+
+
+def host_pieces(mem: AddressSpace, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(guest address, host address, length) of the host pages behind guest [start, end),
+    where it has any (a reservation never made accessible has none)."""
+    pieces = []
+    table = mem._host_pages
+    i = max(bisect.bisect_right(mem._host_pages_starts, start) - 1, 0)
+    while i < len(table) and table[i].start < end:
+        pages = table[i]
+        low, high = max(pages.start, start), min(pages.end, end)
+        if low < high:
+            pieces.append((low, pages.host + low - pages.start, high - low))
+        i += 1
+    return pieces
+
+
+def _lock_range(mem: AddressSpace, start: int, end: int, lock: bool, on_fault: bool) -> None:
+    for _, host, length in host_pieces(mem, start, end):
+        if not lock:
+            host_syscall(HOST_SYS_MUNLOCK, host, length)
+        elif on_fault:
+            host_syscall(_HOST_SYS_MLOCK2, host, length, 1)
+        else:
+            host_syscall(HOST_SYS_MLOCK, host, length)
+
+
+def _lock_call(proc: GuestProcess, addr: int, length: int, lock: bool, on_fault: bool) -> int:
+    mem = proc.mem
+    start = addr & ~(mem.page_size - 1)
+    end = mem.page_align(addr + length)
+    if end < start:
+        return -errno.EINVAL  # wraps around (Linux: start + len < start)
+    if not mem.is_fully_mapped(start, end):
+        return -errno.ENOMEM
+    _lock_range(mem, start, end, lock, on_fault)
     return 0
 
 
 @syscall("mlock", PTR, ULONG)
 def mlock(proc: GuestProcess, addr: int, length: int) -> int:
-    mem = proc.mem
-    start = addr & ~(mem.page_size - 1)
-    return 0 if mem.is_fully_mapped(start, mem.page_align(addr + length)) else -errno.ENOMEM
+    return _lock_call(proc, addr, length, True, False)
+
+
+@syscall("mlock2", PTR, ULONG, Flags({1: "MLOCK_ONFAULT"}))
+def mlock2(proc: GuestProcess, addr: int, length: int, flags: int) -> int:
+    if flags & ~1:
+        return -errno.EINVAL
+    return _lock_call(proc, addr, length, True, bool(flags))
 
 
 @syscall("munlock", PTR, ULONG)
 def munlock(proc: GuestProcess, addr: int, length: int) -> int:
-    return mlock(proc, addr, length)
+    return _lock_call(proc, addr, length, False, False)
 
 
-@syscall("mlockall", INT)
+@syscall("mlockall", Flags({1: "MCL_CURRENT", 2: "MCL_FUTURE", 4: "MCL_ONFAULT"}))
 def mlockall(proc: GuestProcess, flags: int) -> int:
+    if not flags & (MCL_CURRENT | MCL_FUTURE) or flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT):
+        return -errno.EINVAL
+    mem = proc.mem
+    on_fault = bool(flags & MCL_ONFAULT)
+    if flags & MCL_FUTURE:
+        _LOCK_FUTURE[mem] = on_fault
+    else:
+        _LOCK_FUTURE.pop(mem, None)
+    if flags & MCL_CURRENT:
+        for m in mem.mappings():
+            if m.prot and m.backed:  # Linux populates no PROT_NONE page either
+                _lock_range(mem, m.start, m.end, True, on_fault)
     return 0
 
 
 @syscall("munlockall")
 def munlockall(proc: GuestProcess) -> int:
+    mem = proc.mem
+    _LOCK_FUTURE.pop(mem, None)
+    for m in mem.mappings():
+        _lock_range(mem, m.start, m.end, False, False)
     return 0
+
+
+def _lock_new_mapping(mem: AddressSpace, start: int, size: int, flags: int) -> None:
+    """MAP_LOCKED, or mlockall(MCL_FUTURE) in force: lock what mmap just made. As in Linux,
+    a lock that fails (RLIMIT_MEMLOCK) does not fail the mmap."""
+    on_fault = _LOCK_FUTURE.get(mem)
+    if not flags & MAP_LOCKED and on_fault is None:
+        return
+    try:
+        _lock_range(mem, start, start + size, True, bool(on_fault))
+    except OSError:
+        pass
 
 
 @syscall("mincore", PTR, ULONG, PTR)
@@ -495,5 +581,12 @@ def mincore(proc: GuestProcess, addr: int, length: int, vec: int) -> int:
     size = mem.page_align(length)
     if not mem.is_fully_mapped(addr, addr + size):
         return -errno.ENOMEM
-    proc.mem.write(vec, b"\x01" * (size // mem.page_size))
+    # the host's own answer for the host pages behind it; pages with none are not resident
+    resident = bytearray(size // mem.page_size)
+    for guest, host, count in host_pieces(mem, addr, addr + size):
+        answer = ctypes.create_string_buffer(count // mem.page_size)
+        host_syscall(HOST_SYS_MINCORE, host, count, answer)
+        first = (guest - addr) // mem.page_size
+        resident[first : first + len(answer.raw)] = bytes(b & 1 for b in answer.raw)
+    proc.mem.write(vec, bytes(resident))
     return 0

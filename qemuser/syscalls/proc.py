@@ -13,6 +13,7 @@ from qemuser.host.libc import LIBC, UNMAPPED_HOST_ADDRESS, host_syscall
 from qemuser.host.sysnums import (
     HOST_SYS_CAPGET,
     HOST_SYS_CAPSET,
+    HOST_SYS_GET_ROBUST_LIST,
     HOST_SYS_GETCPU,
     HOST_SYS_PRLIMIT64,
     HOST_SYS_SCHED_GETAFFINITY,
@@ -84,6 +85,16 @@ def set_robust_list(proc: GuestProcess, head: int, length: int) -> int:
 
 @syscall("get_robust_list", INT, PTR, PTR)
 def get_robust_list(proc: GuestProcess, pid: int, head_ptr: int, len_ptr: int) -> int:
+    if pid not in (0, os.getpid()) and pid not in proc.sched.threads:
+        # another process: the host checks that it exists (ESRCH) and that we may look at it
+        # (EPERM, ptrace's read access), as Linux does (get_robust_list01). What it holds
+        # is the host's list of that process: a guest's own list lives in its emulator.
+        head = ctypes.c_uint64()
+        length = ctypes.c_uint64()
+        host_syscall(HOST_SYS_GET_ROBUST_LIST, pid, ctypes.byref(head), ctypes.byref(length))
+        proc.mem.write_u64(head_ptr, head.value)
+        proc.mem.write_u64(len_ptr, length.value)
+        return 0
     proc.mem.write_u64(head_ptr, proc.robust_list[0])
     proc.mem.write_u64(len_ptr, ROBUST_LIST_HEAD.size)
     return 0
@@ -555,6 +566,7 @@ PR_NAMES = {
     47: "PR_CAP_AMBIENT",
     50: "PR_SVE_SET_VL",
     51: "PR_SVE_GET_VL",
+    54: "PR_PAC_RESET_KEYS",
     0x59616D61: "PR_SET_PTRACER",
     1398164801: "PR_SET_VMA",
 }
@@ -609,8 +621,65 @@ def _host_prctl(option: int, *args: int) -> int:
     return result
 
 
+PR_SVE_SET_VL, PR_SVE_GET_VL = 50, 51
+PR_SVE_VL_LEN_MASK, PR_SVE_VL_INHERIT, PR_SVE_SET_VL_ONEXEC = 0xFFFF, 1 << 17, 1 << 18
+_sve_inherit = False  # PR_SVE_VL_INHERIT, per host process (the guest's threads share it)
+
+
+def _sve_prctl(proc: GuestProcess, option: int, arg: int) -> int:
+    """PR_SVE_SET_VL / PR_SVE_GET_VL as arch/arm64/kernel/fpsimd.c answers them on a CPU
+    with one vector length (qemuser.cpu.aarch64.SVE_VECTOR_BYTES): a valid request is rounded
+    to it; the result is the length, with PR_SVE_VL_INHERIT when that is set."""
+    global _sve_inherit
+    from qemuser.cpu.aarch64 import SVE_VECTOR_BYTES, sve_supported
+
+    if proc.spec.name != "aarch64" or not sve_supported(proc.uc):
+        return -errno.EINVAL  # no SVE: the kernel refuses both
+    if option == PR_SVE_SET_VL:
+        vl, flags = arg & PR_SVE_VL_LEN_MASK, arg & ~PR_SVE_VL_LEN_MASK
+        if flags & ~(PR_SVE_VL_INHERIT | PR_SVE_SET_VL_ONEXEC):
+            return -errno.EINVAL
+        if vl % 16 or not 1 <= vl // 16 <= 512:  # sve_vl_valid
+            return -errno.EINVAL
+        # min(vl, SVE_VL_ARCH_MAX), then the supported length at or below it, else the
+        # smallest one: with a single supported length, always that one
+        _sve_inherit = bool(flags & PR_SVE_VL_INHERIT)
+    return SVE_VECTOR_BYTES | (PR_SVE_VL_INHERIT if _sve_inherit else 0)
+
+
+PR_PAC_RESET_KEYS = 54
+
+
+def _pac_reset_keys(proc: GuestProcess, keys: int, *rest: int) -> int:
+    """PR_PAC_RESET_KEYS (arch/arm64/kernel/pointer_auth.c): new random keys, all of them
+    for 0, else those of the mask; EINVAL without PAuth, for other bits, for a key the core
+    lacks, or when arguments 3-5 are not 0 (kernel/sys.c)."""
+    from qemuser.cpu.aarch64 import (
+        PAC_ADDRESS_KEYS,
+        PAC_GENERIC_KEY,
+        pauth_present,
+        set_random_keys,
+    )
+
+    if proc.spec.name != "aarch64" or any(rest):
+        return -errno.EINVAL
+    address, generic = pauth_present(proc.uc)
+    if not (address or generic) or keys & ~(PAC_ADDRESS_KEYS | PAC_GENERIC_KEY):
+        return -errno.EINVAL
+    if keys == 0:
+        keys = (PAC_ADDRESS_KEYS if address else 0) | (PAC_GENERIC_KEY if generic else 0)
+    elif (keys & PAC_ADDRESS_KEYS and not address) or (keys & PAC_GENERIC_KEY and not generic):
+        return -errno.EINVAL
+    set_random_keys(proc.uc, keys)
+    return 0
+
+
 @syscall("prctl", Enum(PR_NAMES), ULONG, ULONG, ULONG, ULONG)
 def prctl(proc: GuestProcess, option: int, a2: int, a3: int, a4: int, a5: int) -> int:
+    if option in (PR_SVE_SET_VL, PR_SVE_GET_VL):
+        return _sve_prctl(proc, option, a2)
+    if option == PR_PAC_RESET_KEYS:
+        return _pac_reset_keys(proc, a2, a3, a4, a5)
     if option == PR_SET_NAME:
         name = proc.mem.read_cstr(a2, TASK_COMM_LEN)[: TASK_COMM_LEN - 1]
         proc.thread_name = name

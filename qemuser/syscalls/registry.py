@@ -44,6 +44,13 @@ def _caller(
         else:
             decoders.append(kind.decode)
     if all(decoder is _same for decoder in decoders):
+        # the raw values as they are: spelled out for the short lists, without the slice
+        if count == 0:
+            return lambda proc, raw: handler(proc)
+        if count == 1:
+            return lambda proc, raw: handler(proc, raw[0])
+        if count == 2:
+            return lambda proc, raw: handler(proc, raw[0], raw[1])
         return lambda proc, raw: handler(proc, *raw[:count])
     if all(decoder is _same for decoder in decoders[1:]):  # read(fd, buf, count), close(fd)
         first = decoders[0]
@@ -58,8 +65,16 @@ def _caller(
     if count == 3:
         d0, d1, d2 = decoders
         return lambda proc, raw: handler(proc, d0(proc, raw[0]), d1(proc, raw[1]), d2(proc, raw[2]))
-    steps = tuple(enumerate(decoders))
-    return lambda proc, raw: handler(proc, *[decoder(proc, raw[i]) for i, decoder in steps])
+    # longer lists (futex, mmap, ppoll...): decode only the arguments that need it
+    steps = tuple((i, decoder) for i, decoder in enumerate(decoders) if decoder is not _same)
+
+    def call(proc: GuestProcess, raw: tuple[int, ...]) -> int:
+        values = list(raw[:count])
+        for i, decoder in steps:
+            values[i] = decoder(proc, values[i])
+        return handler(proc, *values)
+
+    return call
 
 
 # eq=False: compared by identity only; every start would compile the generated __eq__.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import resource
 import signal as host_signal
 import time
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from qemuser.syscalls.argkinds import FD, INT, PTR, ULONG, ArgKind, Enum, Flags,
 from qemuser.syscalls.registry import syscall
 from qemuser.syscalls.signames import signal_name
 from qemuser.syscalls.sigstate import (
+    DEFAULT_IGNORE,
     NSIG,
     SI_TKILL,
     SI_USER,
@@ -152,6 +154,13 @@ def rt_sigreturn(proc: GuestProcess) -> int | None:
     return None  # the registers are the restored context, x0/a0 included
 
 
+def _interrupts(proc: GuestProcess, signo: int) -> bool:
+    """Whether an unblocked pending `signo` ends a wait: not when it is ignored, explicitly or
+    by default, for Linux discards such a signal without waking anyone."""
+    handler = proc.signals.action(signo).handler
+    return handler != SIG_IGN and not (handler == SIG_DFL and signo in DEFAULT_IGNORE)
+
+
 def _wait_for_signal(
     proc: GuestProcess, deadline: float | None, wanted: int | None
 ) -> PendingSignal | None:
@@ -162,11 +171,20 @@ def _wait_for_signal(
     while True:
         mask = sched.mask_of(thread)
         with proc.signals.lock:
-            for p in proc.signals.for_thread(thread.tid):
-                if wanted is not None and wanted & bit(p.signo):
-                    proc.signals.pending.remove(p)
-                    return p
-                if wanted is None and not mask & bit(p.signo):
+            candidates = proc.signals.for_thread(thread.tid)
+            # a signal waited for first, wherever it sits in the queue (Linux dequeues from
+            # the set before it sleeps, and again on each wake-up): the thread's own before
+            # the process's, the lowest number first, each number's oldest first
+            waited = [p for p in candidates if wanted is not None and wanted & bit(p.signo)]
+            if waited:
+                p = min(waited, key=lambda p: (p.thread == 0, p.signo))
+                proc.signals.pending.remove(p)
+                proc.signals.note_taken(p)
+                return p
+            # any other signal it would take interrupts the wait (left queued, to be
+            # delivered); one that would be discarded does not wake it, as in Linux
+            for p in candidates:
+                if not mask & bit(p.signo) and _interrupts(proc, p.signo):
                     return p
         timeout = None if deadline is None else deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
@@ -211,6 +229,8 @@ def rt_sigtimedwait(
     got = _wait_for_signal(proc, deadline, wanted)
     if got is None:
         return -errno.EAGAIN
+    if not wanted & bit(got.signo):
+        return -errno.EINTR  # another signal came: its handler runs on the way out
     if info_ptr:
         proc.mem.write(info_ptr, got.siginfo)
     return got.signo
@@ -256,9 +276,23 @@ def _send_to_self(proc: GuestProcess, signo: int, info: bytes, thread: int = 0) 
     if signo in (SIGKILL, SIGSTOP):
         os.kill(os.getpid(), signo)  # nothing can catch these: the host does it to us
         return 0
+    if signo >= 32 and C_INT.unpack(info[8:12]).value < 0 and _over_sigpending_limit(proc):
+        # a queued real-time signal with a forged or tkill code is refused past
+        # RLIMIT_SIGPENDING (Linux's __sigqueue_alloc; kill()'s SI_USER is always queued)
+        return -errno.EAGAIN
     # with a single thread, its signals and the process's are the same queue
     proc.signals.queue(PendingSignal(signo, info, thread=thread if proc.sched.multi else 0))
     return 0
+
+
+def _over_sigpending_limit(proc: GuestProcess) -> bool:
+    """Whether one more queued signal passes RLIMIT_SIGPENDING. Linux counts the user's
+    signals in every process; this counts the ones this process holds."""
+    limit = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    with proc.signals.lock:
+        return len(proc.signals.pending) + 1 > limit
 
 
 @syscall("kill", INT, SIGNO)

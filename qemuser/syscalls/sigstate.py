@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from qemuser.syscalls.abi.sigaction import SIGACTION
 from qemuser.syscalls.abi.siginfo import (
+    SI_TIMER,
     SIGINFO_CHLD,
     SIGNALFD_SIGINFO,
     SiginfoFault,
@@ -145,6 +146,19 @@ class SignalState:
     # threads). Set by qemuser.user.threads.
     current_tid: int = 0
     waker: Callable[[], None] | None = None
+    # POSIX timers (syscalls/timers.py) whose signal was sent and not yet taken: as in Linux,
+    # their expirations meanwhile send nothing and count as the next signal's overrun. And
+    # each timer's overrun as of its signal taken last: what timer_getoverrun says.
+    timers_in_flight: set[int] = field(default_factory=set)
+    timer_overruns: dict[int, int] = field(default_factory=dict)
+
+    def note_taken(self, pending: PendingSignal) -> None:
+        """A signal left the queue for its handler or a sigwait: a timer's is now taken."""
+        info = pending.siginfo
+        if len(info) >= 24 and int.from_bytes(info[8:12], "little", signed=True) == SI_TIMER:
+            timer_id = int.from_bytes(info[16:20], "little", signed=True)
+            self.timers_in_flight.discard(timer_id)
+            self.timer_overruns[timer_id] = int.from_bytes(info[20:24], "little", signed=True)
 
     def action(self, signo: int) -> SigAction:
         return self.actions.get(signo) or SigAction()
@@ -168,6 +182,7 @@ class SignalState:
             chosen = self.next_for(self.current_tid, self.mask)
             if chosen is not None:
                 self.pending.remove(chosen)
+                self.note_taken(chosen)
             return chosen
 
     def queue(self, pending: PendingSignal) -> None:

@@ -8,10 +8,10 @@ that firmware and kernels built for QEMU find their devices where they expect th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qemuser.cpu import CpuSpec
-from qemuser.system.arch.aarch64 import AARCH64
+from qemuser.system.arch.aarch64 import AARCH64, AARCH64_EL2, AARCH64_GICV3
 from qemuser.system.arch.common import CorePlatform
 from qemuser.system.arch.riscv64 import RISCV64
 from qemuser.system.devices.base import Device
@@ -23,6 +23,7 @@ from qemuser.system.devices.flash.cfi import CfiFlash
 from qemuser.system.devices.gpio.pl061 import Pl061
 from qemuser.system.devices.intc.clint import Clint
 from qemuser.system.devices.intc.gicv2 import GicV2
+from qemuser.system.devices.intc.gicv3 import GicV3
 from qemuser.system.devices.intc.plic import Plic
 from qemuser.system.devices.misc.sifive_test import SifiveTest
 from qemuser.system.devices.rtc.goldfish import GoldfishRtc
@@ -103,6 +104,25 @@ VIRT_AARCH64 = Board(
     model="linux,dummy-virt",  # QEMU's tree says so (Linux: "Machine model: linux,dummy-virt")
     flash_size=64 << 20,
 )
+
+
+def virt_aarch64_el2() -> Board:
+    """`-M virt,virtualization=on`: the same board with its CPUs starting at EL2 and PSCI over
+    SMC (hw/arm/virt.c: the conduit is SMC once the guest owns EL2's HVC). QEMU also gives the
+    GIC its virtualization extensions (GICH, GICV, maintenance PPI 9); this GICv2 has none, so
+    the tree does not claim them."""
+    psci = Psci(method="smc")
+    devices = tuple(psci if d is _PSCI else d for d in VIRT_AARCH64.devices)
+    return replace(VIRT_AARCH64, platform=AARCH64_EL2, devices=devices, firmware=psci)
+
+
+def virt_aarch64_gicv3() -> Board:
+    """`-M virt,gic-version=3`: the same board with a GICv3 (distributor at the GICv2's
+    address, redistributors at 0x080A0000) and without the ITS (as QEMU's its=off)."""
+    gic = GicV3(base=0x0800_0000, lines=256)  # measured: QEMU 7.2 reports 224 SPIs
+    devices = tuple(gic if d is _GIC else d for d in VIRT_AARCH64.devices)
+    return replace(VIRT_AARCH64, platform=AARCH64_GICV3, devices=devices, intc=gic)
+
 
 _CLINT = Clint(base=0x0200_0000)
 _PLIC = Plic(base=0x0C00_0000, sources=96)

@@ -23,6 +23,7 @@ from qemuser.system.devices.gpio.pl061 import POWER_LINE, Pl061
 from qemuser.system.machine import Machine
 from qemuser.system.monitor.regs import register_dump
 from qemuser.system.monitor.target import BlockInfo, CpuInfo, EventBus, MachineInfo
+from qemuser.system.net.clients import NetClients
 from qemuser.system.snapshot import SnapshotError, VmSnapshots
 
 RESET_STATUS = -1  # Machine.exit_status while a reset rebuilds it
@@ -44,8 +45,10 @@ class MachineSession:
         chardevs: Callable[[], list[tuple[str, str]]] = list,
         machines: Callable[[], list[MachineInfo]] = list,
         snapshots: VmSnapshots | None = None,
+        network: NetClients | None = None,
     ) -> None:
         self.snapshots = snapshots  # savevm/loadvm over the machine's disks (system/snapshot.py)
+        self.network = network  # info network, hostfwd_add, netdev_add (system/net/clients.py)
         self.events = EventBus()
         self._build = build
         self._name = name

@@ -50,13 +50,27 @@ def _strace() -> ModuleType:
     return strace
 
 
+def keeping_the_gil(function: ctypes._CFuncPtr) -> ctypes._CFuncPtr:
+    """The same C function, called without the binding's argtypes (every argument given here
+    is already a ctypes object or a small int) and without giving the GIL up around the call
+    (ctypes' Python-API flag), for calls that take nanoseconds and never call back.
+
+    Taken by address, so that it works wherever `function` comes from (the binding's CDLL, or
+    the static binfmt interpreter's table of linked-in functions: qemuser.binfmt.boot).
+    """
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    return ctypes.PYFUNCTYPE(ctypes.c_int)(address)
+
+
 class SyscallRegisters:
     """Reads a call's number and arguments in one C call, and writes its result.
 
     unicorn's Python reg_read costs ~5 µs a register (class lookups per call); a prepared
     uc_reg_read_batch over the same seven registers costs well under 1 µs. The C functions
     are taken without the binding's argtypes: every argument here is already a ctypes object
-    or a small int, and ctypes' per-argument conversion doubled the cost of each call.
+    or a small int, and ctypes' per-argument conversion doubled the cost of each call. They
+    also keep the GIL (keeping_the_gil): a register copy takes nanoseconds, and giving the GIL
+    up and taking it back around it cost ~1,400 host instructions a system call (callgrind).
     """
 
     def __init__(self, uc: Uc, number: int, args: tuple[int, ...], ret: int) -> None:
@@ -74,8 +88,8 @@ class SyscallRegisters:
         self._ret_id = ret
         self._ret_value = ctypes.c_uint64()
         self._ret_pointer = ctypes.byref(self._ret_value)
-        self._read_batch = uclib["uc_reg_read_batch"]  # [] makes a fresh, argtypes-free one
-        self._write = uclib["uc_reg_write"]
+        self._read_batch = keeping_the_gil(uclib["uc_reg_read_batch"])
+        self._write = keeping_the_gil(uclib["uc_reg_write"])
         self._unpack = struct.Struct(f"<{self._count}Q").unpack_from
 
     def read(self) -> tuple[int, ...]:
@@ -88,6 +102,24 @@ class SyscallRegisters:
         self._write(self._handle, self._ret_id, self._ret_pointer)
 
 
+class RegisterReader:
+    """One register read in one C call (the run loop reads pc after every slice: ~5 µs
+    through the binding's reg_read, well under 1 µs here; see SyscallRegisters)."""
+
+    def __init__(self, uc: Uc, register: int) -> None:
+        from unicorn.unicorn_py3.unicorn import uclib
+
+        self._read = keeping_the_gil(uclib["uc_reg_read"])
+        self._handle = uc._uch
+        self._register = register
+        self._value = ctypes.c_uint64()
+        self._pointer = ctypes.byref(self._value)
+
+    def read(self) -> int:
+        self._read(self._handle, self._register, self._pointer)
+        return self._value.value
+
+
 class CpuLoop:
     """The running half of a Process (see the module's doc)."""
 
@@ -95,6 +127,7 @@ class CpuLoop:
         """Run until the guest exits or dies."""
         pc = self.entry
         uc = self.uc
+        read_pc = RegisterReader(uc, self.spec.pc).read
         if self.debugger is not None:
             self.debugger.attach(self)  # GDB sees the first instruction
             pc = uc.reg_read(self.spec.pc)
@@ -145,7 +178,7 @@ class CpuLoop:
                 break
             if debugger is not None:
                 debugger.after_slice(self)  # breakpoint, step, Ctrl-C: GDB's turn
-            pc = uc.reg_read(self.spec.pc)
+            pc = read_pc()
         if self.debugger is not None:
             self.debugger.on_exit(self.exit)
         return self.exit
@@ -215,17 +248,25 @@ class CpuLoop:
         return seen[0] if seen else None
 
     def _on_interrupt_raw(self, _handle: int, intno: int, _data: int) -> None:
+        # The system-call round trip: every attribute is read once, into a local (each read
+        # of `self.x` is a dictionary lookup, and this runs for every call the guest makes).
         try:
             if intno == self._trap_intno:
-                values = self._regs.read()
+                linux = self.linux
+                if linux.syscall_discard_flag[0]:  # state Linux drops at calls (SVE's P)
+                    linux.syscall_discard(self.uc)
+                regs = self._regs
+                values = regs.read()
                 nr = values[0]
                 raw = values[1:]
-                if self.sched.multi:
-                    sysdef = self.table.get(nr)
+                sched = self.sched
+                if sched.multi:
+                    table = self.table
+                    sysdef = table.get(nr)
                     if sysdef is not None and sysdef.pending:  # its module is not imported yet
-                        sysdef = self.table[nr] = sysdef.resolve()
+                        sysdef = table[nr] = sysdef.resolve()
                     if sysdef is not None and sysdef.blocks:
-                        self.sched.offload(nr, raw)
+                        sched.offload(nr, raw)
                         self.uc.emu_stop()
                         return
                 result = self.dispatch(nr, raw)
@@ -234,10 +275,10 @@ class CpuLoop:
                     self.uc.emu_stop()
                     return
                 if result is not None:  # None: the call set the registers itself
-                    self._regs.write_result(result & MASK64)
-                if self.signals.pending or self.sched.current.state != "runnable":
+                    regs.write_result(result & MASK64)
+                if self.signals.pending or sched.current.state != "runnable":
                     self.uc.emu_stop()  # the run loop delivers them / switches threads
-                elif self.running_unsliced and (self.signal_bridge is not None or self.sched.multi):
+                elif self.running_unsliced and (self.signal_bridge is not None or sched.multi):
                     # the call caught a signal or made a thread: the engine, started without
                     # slices, must come back to the loop now and then from here on
                     self.uc.emu_stop()
@@ -270,12 +311,13 @@ class CpuLoop:
         return FatalSignal(signo, code, pc)
 
     def dispatch(self, nr: int, raw: tuple[int, ...]) -> int:
-        sysdef = self.table.get(nr)
+        table = self.table
+        sysdef = table.get(nr)
         if sysdef is None:
             self._report_unknown(nr, raw)
             return -errno.ENOSYS
         if sysdef.pending:  # the guest's first call of it: import its handler module
-            sysdef = self.table[nr] = sysdef.resolve()
+            sysdef = table[nr] = sysdef.resolve()
         strace = self.config.strace
         if strace and sysdef.ret == "none":
             self.log_line(_strace().format_call(self, sysdef, raw, None))

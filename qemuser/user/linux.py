@@ -17,8 +17,23 @@ from unicorn import Uc
 from unicorn.riscv_const import UC_RISCV_REG_MISA
 
 from qemuser.cpu import CpuSpec
+from qemuser.cpu.aarch64 import SVE_MAYBE_ON, sve_state_restored
 from qemuser.user.misaligned import aarch64_alignment_trap, riscv64_alignment_trap
 from qemuser.user.pauth import address_auth, enable_pointer_auth, generic_auth
+from qemuser.user.sysregs import (
+    ID_AA64ISAR0_EL1,
+    ID_AA64ISAR1_EL1,
+    ID_AA64MMFR2_EL1,
+    ID_AA64PFR0_EL1,
+    ID_AA64PFR1_EL1,
+    SysReg,
+    decode_mrs,
+    enter_el0,
+    sanitise,
+    sve_discard,
+    sve_first_use,
+    user_value,
+)
 
 # si_code values of the signals traps raise (include/uapi/asm-generic/siginfo.h)
 ILL_ILLOPC = 1
@@ -60,6 +75,14 @@ class LinuxArch:
     # (size, encoding) of breakpoint instructions unicorn reports as invalid ones (SIGTRAP)
     breakpoints: tuple[tuple[int, int], ...]
     read_hwcaps: Callable[[Uc], tuple[int, int]]  # (AT_HWCAP, AT_HWCAP2) from the core
+    # what the kernel does to the FP state at every system call once syscall_discard_flag[0]
+    # is true (aarch64: P0-P15/FFR become zero, qemuser.user.sysregs.sve_discard); a one-item
+    # list so that the run loop tests it without a call
+    syscall_discard_flag: list[bool]
+    syscall_discard: Callable[[Uc], None]
+    # called when another thread's saved CPU state is put back into the engine (it may carry
+    # state that syscall_discard_flag[0] has to account for again)
+    context_restored: Callable[[], None]
     cpuinfo: Callable[[Uc, int, str], str]  # /proc/cpuinfo from (engine, AT_HWCAP, model)
 
 
@@ -75,18 +98,19 @@ def _signed_field(value: int, shift: int) -> int:
 def aarch64_hwcaps(uc: Uc) -> tuple[int, int]:
     """(AT_HWCAP, AT_HWCAP2) from ID_AA64* registers, as arch/arm64/kernel/cpufeature.c does.
 
-    Not advertised: SVE/SME (we do not build their signal contexts), BTI and MTE (we do not
-    manage their page attributes).
+    Derived from the sanitised registers (qemuser.user.sysregs), so that BTI, MTE and SME,
+    which qemuser does not give the guest (AARCH64_HIDDEN_FIELDS), are in neither. SVE2 and
+    the other ID_AA64ZFR0 features are absent from the core (ZFR0 = 0).
     """
 
-    def idreg(op1: int, crn: int, crm: int, op2: int) -> int:
-        return uc.cpr_read(3, op1, crn, crm, op2)  # type: ignore[attr-defined]
+    def idreg(reg: SysReg) -> int:  # the sanitised value, as the kernel derives hwcaps from
+        return sanitise(reg, uc.cpr_read(*reg), AARCH64_HIDDEN_FIELDS)  # type: ignore[attr-defined]
 
-    isar0 = idreg(0, 0, 6, 0)
-    isar1 = idreg(0, 0, 6, 1)
-    pfr0 = idreg(0, 0, 4, 0)
-    pfr1 = idreg(0, 0, 4, 1)
-    mmfr2 = idreg(0, 0, 7, 2)
+    isar0 = idreg(ID_AA64ISAR0_EL1)
+    isar1 = idreg(ID_AA64ISAR1_EL1)
+    pfr0 = idreg(ID_AA64PFR0_EL1)
+    pfr1 = idreg(ID_AA64PFR1_EL1)
+    mmfr2 = idreg(ID_AA64MMFR2_EL1)
     fp = _signed_field(pfr0, 16)
     simd = _signed_field(pfr0, 20)
     caps = {
@@ -100,7 +124,7 @@ def aarch64_hwcaps(uc: Uc) -> tuple[int, int]:
         8: _field(isar0, 20) >= 2,  # ATOMICS (LSE)
         9: fp >= 1,  # FPHP
         10: simd >= 1,  # ASIMDHP
-        11: True,  # CPUID: EL0 reads of ID registers work (we run the guest at EL1)
+        11: True,  # CPUID: EL0 reads of ID registers are emulated (emulate_aarch64_undefined)
         12: _field(isar0, 28) >= 1,  # ASIMDRDM
         13: _field(isar1, 12) >= 1,  # JSCVT
         14: _field(isar1, 16) >= 1,  # FCMA
@@ -111,6 +135,7 @@ def aarch64_hwcaps(uc: Uc) -> tuple[int, int]:
         19: _field(isar0, 40) >= 1,  # SM4
         20: _field(isar0, 44) >= 1,  # ASIMDDP
         21: _field(isar0, 12) >= 2,  # SHA512
+        22: _field(pfr0, 32) >= 1,  # SVE (at the core's one vector length, 16 bytes)
         23: _field(isar0, 48) >= 1,  # ASIMDFHM
         24: _field(pfr0, 48) >= 1,  # DIT
         25: _field(mmfr2, 32) >= 1,  # USCAT
@@ -239,8 +264,68 @@ def emulate_riscv_time_read(uc: Uc, insn_address: int) -> bool:
     return True
 
 
-# arch/arm64/kernel/signal.c: signal_minsigstksz = the rt_sigframe (no SVE/SME contexts, as
-# we advertise neither) + a 16-byte frame record + 16 bytes of alignment slack = 4720.
+# ---- aarch64 at EL0 ----------------------------------------------------------------------
+
+# Features unicorn's "max" core claims in its ID registers that qemuser does not give the
+# guest, each shown as absent in the sanitised ID registers (and so in no hwcap). Measured on
+# unicorn 2.1.4 (tests/guest/test_cpu_el0.py, test_sve.py):
+# - BTI: ID_AA64PFR1_EL1.BT = 1, but a guarded page needs the GP bit of a stage-1 page-table
+#   entry, and user mode has no guest page tables (unicorn's virtual TLB gives permissions
+#   only): an indirect branch to a non-BTI instruction is never caught.
+# - MTE: ID_AA64PFR1_EL1.MTE = 0 (not in the core); SME: ID_AA64PFR1_EL1.SME = 0 (not in the
+#   core). Hidden anyway, so that a later core cannot claim them before qemuser manages tags
+#   (PROT_MTE) or the streaming-mode state.
+AARCH64_HIDDEN_FIELDS: tuple[tuple[SysReg, int], ...] = (
+    (ID_AA64PFR1_EL1, 0),  # BT
+    (ID_AA64PFR1_EL1, 8),  # MTE
+    (ID_AA64PFR1_EL1, 24),  # SME
+)
+
+
+def emulate_aarch64_undefined(uc: Uc, pc: int) -> bool:
+    """An undefined-instruction trap at `pc`, when it is what Linux answers without SIGILL:
+    an MRS of a register it emulates for EL0 (qemuser.user.sysregs: the sanitised value goes
+    to Xt, pc past it), or a task's first SVE instruction (sysregs.sve_first_use)."""
+    from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0, UC_ARM64_REG_X29
+
+    if pc % 4:
+        return False  # a misaligned pc (SIGBUS, qemuser.user.misaligned)
+    try:
+        insn = int.from_bytes(uc.mem_read(pc, 4), "little")
+    except Exception:  # noqa: BLE001 - unreadable: not ours to explain
+        return False
+    decoded = decode_mrs(insn)
+    if decoded is None:
+        return sve_first_use(uc, pc, insn)
+    reg, rt = decoded
+    value = user_value(uc, reg, AARCH64_HIDDEN_FIELDS)
+    if value is None:
+        return False
+    if rt < 29:
+        uc.reg_write(UC_ARM64_REG_X0 + rt, value)
+    elif rt < 31:  # x29, x30 are numbered apart from x0-x28; 31 is xzr
+        uc.reg_write(UC_ARM64_REG_X29 + rt - 29, value)
+    # A pc written from the interrupt hook must be followed by a stop: the run loop starts
+    # the engine again there. Without it, 3 runs in 16 of Debian's python3.11 crashed the
+    # engine (SIGSEGV or abort in unicorn) after the two MRS glibc and OpenSSL make; with
+    # it, 0 in 16 (exit checks off, qemuser.cpu.exit_checks).
+    uc.reg_write(UC_ARM64_REG_PC, pc + 4)
+    uc.emu_stop()
+    return True
+
+
+def prepare_aarch64(uc: Uc) -> None:
+    """What the kernel sets up in the core at execve: pointer authentication with fresh
+    keys (qemuser.user.pauth), then EL0 with the controls of a Linux task, and SVE, when the
+    core has it, ready to be enabled at the first SVE instruction (qemuser.user.sysregs; its
+    signal record: qemuser.syscalls.abi.sigframe; its prctl calls: qemuser.syscalls.proc)."""
+    enable_pointer_auth(uc)
+    enter_el0(uc, sve=_field(uc.cpr_read(*ID_AA64PFR0_EL1), 32) >= 1)  # type: ignore[attr-defined]
+
+
+# arch/arm64/kernel/signal.c: signal_minsigstksz = the rt_sigframe + a 16-byte frame record +
+# 16 bytes of alignment slack = 4720. The SVE record at a 16-byte vector length (576 bytes)
+# fits in __reserved beside fpsimd and esr, so it adds nothing; there is no SME.
 # Written as a number, not computed from the frame's layout: that would import the signal
 # frame layouts at every start, for one constant (tests/unit/test_linux_facts.py checks it).
 AARCH64_MINSIGSTKSZ = 4720
@@ -261,11 +346,14 @@ LINUX_ARCHES: dict[str, LinuxArch] = {
         trap_signals={7: (signal.SIGTRAP, TRAP_BRKPT)},
         trap_default=(signal.SIGILL, ILL_ILLOPC),
         pc_past_trap=0,
-        emulated_traps={},
+        emulated_traps={1: emulate_aarch64_undefined},
         alignment_trap=aarch64_alignment_trap,
-        prepare_engine=enable_pointer_auth,
+        prepare_engine=prepare_aarch64,
         breakpoints=(),
         read_hwcaps=aarch64_hwcaps,
+        syscall_discard_flag=SVE_MAYBE_ON,
+        context_restored=sve_state_restored,
+        syscall_discard=sve_discard,
         cpuinfo=aarch64_cpuinfo,
     ),
     # riscv64: Sv39, TASK_SIZE = 256 GiB.
@@ -295,6 +383,9 @@ LINUX_ARCHES: dict[str, LinuxArch] = {
         prepare_engine=lambda _uc: None,
         breakpoints=((2, 0x9002), (4, 0x0010_0073)),
         read_hwcaps=riscv64_hwcaps,
+        syscall_discard_flag=[False],  # no state to discard
+        syscall_discard=lambda _uc: None,
+        context_restored=lambda: None,
         cpuinfo=riscv64_cpuinfo,
     ),
 }

@@ -33,9 +33,9 @@ LOG_ITEMS = {
 # qemu-user never gives the guest less than 32 pages of stack (STACK_LOWER_LIMIT in
 # linux-user/elfload.c), whatever -s says.
 MIN_STACK_SIZE = 32 * 4096
-# Beyond this the engine may fail to back the mapping (it depends on the host's memory), which
-# would surface as an engine error: refuse it up front with a clear message instead.
-MAX_STACK_SIZE = 4 << 30
+# Any size is taken, as qemu-user takes it: it is the guest's RLIMIT_STACK. How much of it is
+# mapped at start is the loader's choice (qemuser.user.process: STACK_MAPPED_MAX).
+MAX_STACK_SIZE = (1 << 64) - 1  # RLIM_INFINITY: the largest value the limit can hold
 
 SIZE_SUFFIXES = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30}
 SIZE_SUFFIXES |= {"t": 1 << 40, "T": 1 << 40}  # qemu takes "-s 1T" (issue 11 defect 12)
@@ -55,7 +55,7 @@ class Done(Exception):
 
 def parse_size(text: str) -> int:
     """A stack size as qemu takes it: a number (decimal, 0x hex, 0 octal) with an optional
-    k/M/G/T binary suffix. Raises UsageError for anything else, zero, or a size too large."""
+    k/M/G/T binary suffix. Raises UsageError for anything else, zero, or a size no rlimit holds."""
     digits = text.strip()
     factor = 1
     if digits and digits[-1] in SIZE_SUFFIXES:
@@ -68,7 +68,7 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise UsageError(f"invalid stack size '{text}'")
     if value > MAX_STACK_SIZE:
-        raise UsageError(f"stack size '{text}' is too large (at most {MAX_STACK_SIZE >> 30}G)")
+        raise UsageError(f"stack size '{text}' is too large")
     return max(value, MIN_STACK_SIZE)
 
 
@@ -255,6 +255,9 @@ def cpu_help(arch: str) -> str:
         default = " (default)" if index == 0 else ""
         lines.append(f"  {model.name:<14} {model.description}{default}")
     for model in spec.models:
+        if model.features:
+            lines.append(f"Features of {model.name}:")
+            lines += [f"  {name:<10} {text}" for name, text in model.features]
         lines += properties_help(arch, model.name)
     return "\n".join(lines)
 

@@ -13,33 +13,20 @@ Linux gives every process fresh random keys at execve and a forked child its par
 
 from __future__ import annotations
 
-import os
-
 from unicorn import Uc
+
+from qemuser.cpu.aarch64 import address_auth, generic_auth, set_random_keys
+
+__all__ = ["address_auth", "enable_pointer_auth", "generic_auth", "set_random_keys"]
 
 # (op0, op1, CRn, CRm, op2)
 _SCTLR_EL1 = (3, 0, 1, 0, 0)
 _HCR_EL2 = (3, 4, 1, 1, 0)
 _SCR_EL3 = (3, 6, 1, 1, 0)
 _ID_AA64ISAR1_EL1 = (3, 0, 0, 6, 1)
-# APIAKeyLo_EL1 ... APGAKeyHi_EL1: CRn 2, CRm 1 (APIA, APIB), 2 (APDA, APDB), 3 (APGA)
-_KEYS = tuple(
-    (3, 0, 2, crm, op2) for crm, count in ((1, 4), (2, 4), (3, 2)) for op2 in range(count)
-)
-
 _SCTLR_ENIA, _SCTLR_ENIB, _SCTLR_ENDA, _SCTLR_ENDB = 1 << 31, 1 << 30, 1 << 27, 1 << 13
 _HCR_RW, _HCR_APK, _HCR_API = 1 << 31, 1 << 40, 1 << 41
 _SCR_NS, _SCR_RW, _SCR_APK, _SCR_API = 1 << 0, 1 << 10, 1 << 16, 1 << 17
-
-
-def address_auth(isar1: int) -> bool:
-    """ID_AA64ISAR1_EL1 APA (bits 7:4) or API (11:8): HWCAP_PACA."""
-    return bool((isar1 >> 4) & 0xFF)
-
-
-def generic_auth(isar1: int) -> bool:
-    """ID_AA64ISAR1_EL1 GPA (bits 27:24) or GPI (31:28): HWCAP_PACG."""
-    return bool((isar1 >> 24) & 0xFF)
 
 
 def enable_pointer_auth(uc: Uc) -> bool:
@@ -53,11 +40,3 @@ def enable_pointer_auth(uc: Uc) -> bool:
     sctlr = uc.cpr_read(*_SCTLR_EL1)  # type: ignore[attr-defined]
     uc.cpr_write(*_SCTLR_EL1, sctlr | _SCTLR_ENIA | _SCTLR_ENIB | _SCTLR_ENDA | _SCTLR_ENDB)  # type: ignore[attr-defined]
     return True
-
-
-def set_random_keys(uc: Uc, keys: int = 0x1F) -> None:
-    """New random keys; `keys` is PR_PAC_RESET_KEYS's mask (APIA 1, APIB 2, APDA 4, APDB 8,
-    APGA 16)."""
-    for index, register in enumerate(_KEYS):
-        if keys >> (index // 2) & 1:
-            uc.cpr_write(*register, int.from_bytes(os.urandom(8), "little"))  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from unicorn import Uc
 from qemuser.cpu import CPUS, CpuModel, CpuSpec
 from qemuser.cpu.exit_checks import ExitChecks
 from qemuser.cpu.properties import CpuOptionError, parse_properties, split_cpu_option
+from qemuser.host.signals import HOST_RESERVED
 from qemuser.loader.elf import (
     ElfInfo,
     LoadedImage,
@@ -80,6 +81,9 @@ if TYPE_CHECKING:
     from qemuser.user.gdbtarget import GdbStub
 
 AT_FLAGS_PRESERVE_ARGV0 = 1
+# The most of a -s stack mapped at start (see _setup_stack): beyond it the engine may fail to
+# back the mapping, depending on the host's memory.
+STACK_MAPPED_MAX = 4 << 30
 
 
 # repr=False too: a Process's repr would dump the engine, memory and tables, and compiling it
@@ -253,6 +257,12 @@ class Process(CpuLoop, SignalDelivery):
             self.debugger.forget_in_fork_child()
         self.sched.current.tid = self.pid
         self.sched.forget_others()
+        # a child starts with no signal pending (Linux's copy_process; vfork02), and no
+        # record of its parent's timer signals
+        with self.signals.lock:
+            self.signals.pending.clear()
+        self.signals.timers_in_flight.clear()
+        self.signals.timer_overruns.clear()
         if self.vfork_pipe_read is not None:
             self._close_reserved(self.vfork_pipe_read)
             self.vfork_pipe_read = None
@@ -275,6 +285,11 @@ class Process(CpuLoop, SignalDelivery):
                 self.signals.actions[signo] = SigAction()
                 try:
                     signal.signal(signo, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+            elif action.handler == SIG_IGN and signo not in HOST_RESERVED:
+                try:  # caught while blocked (to be queued): ignored again on the host
+                    signal.signal(signo, signal.SIG_IGN)
                 except (OSError, ValueError):
                     pass
         if native:
@@ -345,6 +360,10 @@ class Process(CpuLoop, SignalDelivery):
         check_arch(info, self.spec)
         self.exe_path = os.path.abspath(cfg.program)
         data = self._read_file(cfg.program, cfg.exec_fd)
+        # mmap() space starts below the stack, as Linux's mmap_base is STACK_TOP less the
+        # stack's rlimit: a large -s moves it down instead of mapping the stack over it
+        stack_floor = self.linux.stack_top - self._stack_mapping_size() - self.spec.page_size
+        self.mem.mmap_top = min(self.linux.mmap_top, stack_floor)
         base_hint = self.linux.pie_base if info.etype == "ET_DYN" else None
         name = self.exe_path
         self.image = load_image(
@@ -391,11 +410,19 @@ class Process(CpuLoop, SignalDelivery):
     def _setup_brk(self, image: LoadedImage) -> None:
         self.mem.brk_start = self.mem.brk = image.end
 
+    def _stack_mapping_size(self) -> int:
+        """How much of the -s stack is mapped at start. qemu-user's floor: never less than 32
+        pages. Linux maps only what the arguments need and grows the stack on faults up to
+        RLIMIT_STACK; qemuser's stack does not grow, so it maps it whole at start, but at most
+        STACK_MAPPED_MAX: `-s 1T` is the guest's RLIMIT_STACK (getrlimit shows it) while the
+        mapping is what the host can back."""
+        mapped = min(self.config.stack_size, STACK_MAPPED_MAX)
+        return max(self.mem.page_align(mapped), 32 * self.spec.page_size)
+
     def _setup_stack(self, info: ElfInfo) -> None:
         cfg = self.config
         top = self.linux.stack_top
-        # qemu-user's floor: never less than 32 pages
-        size = max(self.mem.page_align(cfg.stack_size), 32 * self.spec.page_size)
+        size = self._stack_mapping_size()
         self.stack_low = top - size
         if self.stack_low < self.mem.mmap_bottom:
             raise LoadError(f"stack size {cfg.stack_size} does not fit the guest address space")

@@ -6,9 +6,11 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from qemuser.syscalls.mm import host_pieces
 from qemuser.user.linux import cpuinfo
 
 if TYPE_CHECKING:
+    from qemuser.loader.memory import Mapping
     from qemuser.user.runtime import RuntimeProcess
 
 
@@ -43,17 +45,43 @@ def maps(proc: RuntimeProcess) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _host_locked_ranges() -> list[tuple[int, int]]:
+    """The host mappings of this process that are locked (VmFlags "lo" in the host's smaps):
+    the guest's mlock()s are the host's, on the host pages behind the guest's (syscalls/mm.py)."""
+    locked = []
+    start = end = 0
+    with open(f"/proc/{os.getpid()}/smaps", "rb") as f:
+        for line in f:
+            if line[:1] in b"0123456789abcdef":  # a mapping's first line; fields are capitalised
+                low, _, high = line.split(b" ", 1)[0].partition(b"-")
+                start, end = int(low, 16), int(high, 16)
+            elif line.startswith(b"VmFlags:") and b" lo" in line:
+                locked.append((start, end))
+    return locked
+
+
+def _locked_bytes(proc: RuntimeProcess, m: Mapping, locked: list[tuple[int, int]]) -> int:
+    total = 0
+    for _, host, length in host_pieces(proc.mem, m.start, m.end):
+        for low, high in locked:
+            total += max(0, min(high, host + length) - max(low, host))
+    return total
+
+
 def smaps(proc: RuntimeProcess) -> bytes:
     out = []
+    locked = _host_locked_ranges()
     for line, m in zip(maps(proc).decode().splitlines(), proc.mem.mappings()):
         kb = m.size // 1024
+        locked_kb = _locked_bytes(proc, m, locked) // 1024 if locked else 0
         out.append(line)
         out.append(f"Size:           {kb:>8} kB")
         out.append(f"Rss:            {kb:>8} kB")
         out.append("Swap:                  0 kB")
+        out.append(f"Locked:         {locked_kb:>8} kB")
         out.append(
             f"VmFlags: {'rd ' if m.prot & 1 else ''}{'wr ' if m.prot & 2 else ''}"
-            f"{'ex ' if m.prot & 4 else ''}".rstrip()
+            f"{'ex ' if m.prot & 4 else ''}{'lo ' if locked_kb else ''}".rstrip()
         )
     return ("\n".join(out) + "\n").encode()
 

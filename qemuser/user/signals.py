@@ -15,6 +15,7 @@ import threading
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from qemuser.host import sigcapture
 from qemuser.host.signals import HOST_RESERVED
 from qemuser.loader.memory import GuestFault
 from qemuser.syscalls.abi.sigaction import StackT
@@ -28,6 +29,7 @@ from qemuser.syscalls.sigstate import (
     SA_RESETHAND,
     SA_RESTORER,
     SI_KERNEL,
+    SI_TKILL,
     SI_USER,
     SIG_DFL,
     SIG_IGN,
@@ -46,6 +48,10 @@ from qemuser.user.runtime import FatalSignal
 
 if TYPE_CHECKING:
     from qemuser.user.runtime import RuntimeProcess
+
+
+# host signals that are the emulator's own faults as well as signals for the guest
+FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 
 
 def _strace() -> ModuleType:
@@ -68,21 +74,42 @@ class SignalDelivery:
         survives a native execve), a signal the guest handles, blocks or reads from a
         signalfd is caught and queued, and a default one is left to the host kernel, which
         then does to us what Linux would do to the guest."""
+        action = self.signals.action(signo)
+        if signo in FAULT_SIGNALS:
+            # also the emulator's own faults: caught only when the guest handles or ignores
+            # them, through the guarded entry, which lets a fault of the emulator's kill it
+            # as before and sends a signal some process sent on to the guest (pause01,
+            # kill12); at SIG_DFL the host's default does to us what Linux does to it
+            try:
+                if action.handler == SIG_DFL:
+                    signal.signal(signo, signal.SIG_DFL)
+                else:
+                    bridge = self.ensure_signal_bridge()
+                    sigcapture.handle(signo, bridge.on_host_signal, guarded=True)
+            except (OSError, ValueError):
+                pass
+            return
         if signo in HOST_RESERVED:
             return
-        action = self.signals.action(signo)
-        caught = action.handler not in (SIG_DFL, SIG_IGN) or (
-            action.handler == SIG_DFL
-            and signo not in DEFAULT_IGNORE
-            and (
-                self.signals.mask & bit(signo)
-                or any(sfd.mask & bit(signo) for sfd in self.signalfds.values())
+        caught = (
+            action.handler not in (SIG_DFL, SIG_IGN)
+            or (
+                action.handler == SIG_DFL
+                and signo not in DEFAULT_IGNORE
+                and (
+                    self.signals.mask & bit(signo)
+                    or any(sfd.mask & bit(signo) for sfd in self.signalfds.values())
+                )
             )
+            # blocked, an ignored signal is still queued (Linux's sig_ignored() is false for
+            # it), for sigwaitinfo to take; unblocked, delivery then drops it
+            or (action.handler == SIG_IGN and bool(self.signals.mask & bit(signo)))
         )
         try:
             if caught:
                 bridge = self.ensure_signal_bridge()
-                signal.signal(signo, bridge.on_host_signal)
+                # with the sender's siginfo, which Python's own handler drops
+                sigcapture.handle(signo, bridge.on_host_signal)
             elif action.handler == SIG_IGN:
                 signal.signal(signo, signal.SIG_IGN)
             else:
@@ -212,7 +239,10 @@ class SignalDelivery:
             new_mask |= bit(pending.signo)
         self.signals.mask = new_mask & ~UNBLOCKABLE
         if action.flags & SA_RESETHAND:
-            self.set_action(pending.signo, SigAction())
+            # only the handler goes back to SIG_DFL: sigaction() then still shows the flags
+            # and the mask (Linux's get_signal(); LTP's sigaction01)
+            reset = SigAction(SIG_DFL, action.flags, action.restorer, action.mask)
+            self.set_action(pending.signo, reset)
 
     def sigreturn(self) -> None:
         """rt_sigreturn: the context the frame at sp holds becomes the CPU's again."""
@@ -242,6 +272,13 @@ class SignalDelivery:
         self.exit.core = sig.signo in DEFAULT_CORE
 
 
+def _sender(record: bytes) -> tuple[int, int]:
+    """(si_code, si_pid) of a host siginfo record."""
+    return int.from_bytes(record[8:12], "little", signed=True), int.from_bytes(
+        record[16:20], "little", signed=True
+    )
+
+
 class HostSignalBridge:
     """Routes host signals the guest handles into the guest's pending queue."""
 
@@ -257,18 +294,38 @@ class HostSignalBridge:
         signal.pthread_kill(threading.main_thread().ident or 0, signo)
 
     def on_host_signal(self, signo: int, _frame: object) -> None:
+        records = sigcapture.take(signo)  # every one since the last run, oldest first
         with self._overrides_lock:
             info = self._overrides.pop(signo, None)
-        if info is None and signo == signal.SIGCHLD:
+        if info is not None:
+            # raised by send_to_self: its own record (SI_TKILL from this process) is the
+            # override's; any other came from elsewhere
+            pid = os.getpid()
+            records = [r for r in records if _sender(r) != (SI_TKILL, pid)]
+            self.proc.signals.queue(PendingSignal(signo, info))
+            for record in records:
+                self.proc.signals.queue(PendingSignal(signo, record))
+            return
+        if signo == signal.SIGCHLD:
             from qemuser.user.sigchld import child_event  # the first SIGCHLD loads it
 
+            # one a process sent (kill(), sigqueue(): si_code <= 0) is no child's change
+            # of state: it goes as sent (kill12's children call their parent so)
+            for record in records:
+                if _sender(record)[0] <= 0:
+                    self.proc.signals.queue(PendingSignal(signo, record))
             action = self.proc.signals.action(signo)
             info = child_event(no_stop_notices=bool(action.flags & SA_NOCLDSTOP))
-            if info is None:
-                return
-        if info is None:
-            # Python does not tell who sent it; the kernel's own interval timers send as
-            # SI_KERNEL, anything else we take for a kill() from another process
-            code = SI_KERNEL if signo in self.proc.kernel_timer_signals else SI_USER
-            info = pack_kill_info(signo, code, 0, 0)
-        self.proc.signals.queue(PendingSignal(signo, info))
+            if info is not None:
+                self.proc.signals.queue(PendingSignal(signo, info))
+            return
+        if records:
+            for record in records:  # the kernel's own: sender, code, si_value, si_fd
+                self.proc.signals.queue(PendingSignal(signo, record))
+            return
+        if sigcapture.captured(signo):
+            return  # its record went with an earlier run (it came while that one ran)
+        # not captured (Python does not tell who sent it): the kernel's own interval timers
+        # send as SI_KERNEL, anything else we take for a kill() from another process
+        code = SI_KERNEL if signo in self.proc.kernel_timer_signals else SI_USER
+        self.proc.signals.queue(PendingSignal(signo, pack_kill_info(signo, code, 0, 0)))

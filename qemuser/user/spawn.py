@@ -179,10 +179,10 @@ def close_on_exec_fds(keep: set[int]) -> None:
     """Close the fds marked FD_CLOEXEC, as the kernel does at execve."""
     try:
         open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # no /proc (a chroot without it): try every possible descriptor
-        import resource
+    except OSError:  # no /proc (a chroot without it)
+        from qemuser.host.fds import open_fds_by_poll
 
-        open_fds = list(range(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        open_fds = open_fds_by_poll()
     for fd in open_fds:
         if fd in keep:
             continue

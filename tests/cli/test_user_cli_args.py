@@ -31,13 +31,15 @@ def parse(*args: str, **environ: str):
         ("0x200000", 0x200000),
         ("1", MIN_STACK_SIZE),
         ("4G", 4 << 30),
+        ("1T", 1 << 40),  # qemu-user takes T too (issue 11, defect 12)
+        ("5G", 5 << 30),
     ],
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "1X", "M", "1.5M", "5G"])
+@pytest.mark.parametrize("text", ["", "0", "-1", "1X", "M", "1.5M", "0x1000000000000000000"])
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(UsageError):
         parse_size(text)

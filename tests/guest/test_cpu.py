@@ -4,8 +4,8 @@ working (tests/fixtures/cpu_features.c checks instructions against plain-C resul
 The lines about FP, rounding modes, exception flags and atomics must be those the same source
 prints built for the host (where it prints only those). The lines about the architecture's own
 features are written here: the aarch64 hwcap lines are what qemu-aarch64 reports for the same
-model, less sve, which qemuser does not advertise (no SVE signal contexts); pointer
-authentication works (tests/guest/test_pauth.py).
+model (unicorn's core, QEMU 5's max: SVE at one vector length, tests/guest/test_sve.py; no
+SVE2, BTI or MTE); pointer authentication works (tests/guest/test_pauth.py).
 """
 
 import pytest
@@ -14,7 +14,7 @@ from tests.conftest import NATIVE, all_builds, fixture_path, run_guest, run_nati
 
 AARCH64_MAX = (
     "hwcap: fp asimd aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
-    "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 asimdfhm ilrcpc flagm sb paca pacg\n"
+    "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm ilrcpc flagm sb paca pacg\n"
     "crc32: match crc32c: match\n"
     "aes round: match\n"
     "pmull: match\n"

@@ -1,6 +1,7 @@
 """Pointer authentication on aarch64's max model: advertised (HWCAP_PACA/PACG) because it
 works: PACIA signs, AUTIA checks, XPACI strips, PACGA, keys random at each exec and kept by a
-forked child. The lines are those qemu-aarch64 (Debian's 7.2, -cpu max) prints."""
+forked child, new ones from prctl(PR_PAC_RESET_KEYS) (EINVAL before). The lines are those
+qemu-aarch64 (Debian's 7.2, -cpu max) prints."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ EXPECTED = [
     b"xpaci strips: 1",
     b"pacga: low half zero 1, high half set 1",
     b"a forked child has the same keys: 1",
+    b"reset APIA: 0, new signature 1, old one fails 1, pacga kept 1",  # PR_PAC_RESET_KEYS
+    b"reset EINVAL: mask 1, arg3 1",
 ]
 
 

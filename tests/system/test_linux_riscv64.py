@@ -1,8 +1,9 @@
 """Debian trixie's riscv64 kernel (riscv64 is a release architecture there; fetched with an apt
 configuration of its own, see tests/real/trixie.py) boots on `-M virt` with the built-in SBI and
-a busybox initramfs: the shell runs, the PCI host bridge is found, a virtio-blk disk (its driver
-an xz-compressed module of the kernel package, decompressed into the initramfs) is read and
-written, and `poweroff -f` ends the emulator with status 0."""
+a busybox initramfs, with one hart and with four: the shell runs, Linux counts the harts, the
+PCI host bridge is found, a virtio-blk disk (its driver an xz-compressed module of the kernel
+package, decompressed into the initramfs) is read and written, and `poweroff -f` ends the
+emulator with status 0."""
 
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def make_initramfs(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trixie_riscv64_kernel_boots_to_a_shell_and_uses_virtio_blk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("harts", [1, 4])
+def test_trixie_riscv64_kernel_boots_to_a_shell_and_uses_virtio_blk(
+    tmp_path: Path, harts: int
+) -> None:
     initrd = tmp_path / "initrd.cpio"
     make_initramfs(initrd)
     kernel, _ = ensure_kernel()
@@ -58,7 +62,7 @@ def test_trixie_riscv64_kernel_boots_to_a_shell_and_uses_virtio_blk(tmp_path: Pa
     disk.write_bytes(bytes(image))
     result = run_system(
         "riscv64",
-        *("-M", "virt", "-m", "512", "-nographic", "-no-reboot"),
+        *("-M", "virt", "-m", "512", "-nographic", "-no-reboot", "-smp", str(harts)),
         *("-kernel", str(kernel), "-initrd", str(initrd)),
         *("-append", "console=ttyS0 panic=-1 quiet"),
         *("-drive", f"file={disk},format=raw,if=none,id=d0"),
@@ -67,7 +71,7 @@ def test_trixie_riscv64_kernel_boots_to_a_shell_and_uses_virtio_blk(tmp_path: Pa
     )
     lines = [line.rstrip("\r") for line in result.stdout.splitlines()]
     assert "machine: riscv64" in lines, result.stdout[-3000:] + result.stderr
-    assert "harts: 1" in lines
+    assert f"harts: {harts}" in lines
     assert "pci host: 0x1b36:0x0008" in lines
     assert "vda: 64 sectors" in lines
     assert "sector 0: riscv64 sector zero says" in lines

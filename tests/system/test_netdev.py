@@ -3,11 +3,16 @@ and the errors (the messages are those Debian's QEMU 7.2 printed for the same op
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
+
 import pytest
 
 from qemuser.system.net.backend import SocketBackend, UserBackend
 from qemuser.system.net.netdev import mac_address, nic_device, plan_network
 from qemuser.system.net.slirp import NetdevError
+from tests.system.conftest import BIN
 
 
 def test_netdev_and_device_pairing():
@@ -49,13 +54,51 @@ def test_default_nic_unless_nodefaults():
     try:
         (nic,) = plan.nics
         assert nic.model == "virtio-net-pci"
+        # QEMU's default is `-net nic -net user`: both on hub 0, the NIC's port first, the
+        # backend named by QEMU's id generator
+        assert [(port.name, port.nic is nic) for port in plan.hub] == [
+            ("hub0port0", True),
+            ("hub0port1", False),
+        ]
+        assert re.fullmatch(r"#net\d{3}", nic.netdev) and plan.hub[1].netdev == nic.netdev
     finally:
         plan.close()
     assert plan_network([], [], [], defaults=False).nics == []
 
 
+def test_net_options_pair_in_order_whichever_comes_first():
+    plan = plan_network([], [], ["user,id=first", "nic", "nic,macaddr=52:54:00:aa:bb:cc",
+                                 "user,id=second"], True)  # fmt: skip
+    try:
+        assert [(nic.netdev, nic.mac) for nic in plan.nics] == [
+            ("first", None),
+            ("second", "52:54:00:aa:bb:cc"),
+        ]
+        assert [port.name for port in plan.hub] == [f"hub0port{i}" for i in range(4)]
+    finally:
+        plan.close()
+
+
+def test_guestfwd_device_errors_are_qemus_two_lines_on_the_command_line():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there
+    option = f"user,id=n0,guestfwd=tcp:10.0.2.100:1234-tcp:127.0.0.1:{port}"
+    result = subprocess.run(
+        [str(BIN / "qemuser-system-aarch64"), "-M", "virt", "-netdev", option],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"qemuser-system-aarch64: -netdev {option}: Failed to connect to '127.0.0.1:{port}': "
+        "Connection refused\n"
+        f"qemuser-system-aarch64: -netdev {option}: Could not open guest forwarding device "
+        "'guestfwd.tcp.1234'\n"
+    )
+
+
 def test_socket_backends_talk_to_each_other():
-    import socket
     import threading
 
     with socket.socket() as probe:

@@ -57,7 +57,16 @@ def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
 
 
 def tcp_syn(src: str, sport: int, dst: str, dport: int, seq: int) -> bytes:
-    segment = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 65535, 0, 0)
+    return tcp(src, sport, dst, dport, seq, 0, 0x02)
+
+
+TCP_SYN, TCP_PSH, TCP_ACK = 0x02, 0x08, 0x10
+
+
+def tcp(
+    src: str, sport: int, dst: str, dport: int, seq: int, ack: int, flags: int, data: bytes = b""
+) -> bytes:
+    segment = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
     pseudo = (
         ipaddress.IPv4Address(src).packed
         + ipaddress.IPv4Address(dst).packed
@@ -286,11 +295,24 @@ def test_hostfwd_syntax(spec, expected):
 
 
 @pytest.mark.parametrize(
-    "spec", ["tcp:2222-:22", "sctp::1-:2", "tcp::x-:22", "tcp::2222:22", "tcp::1-:0"]
+    ("spec", "reason"),
+    [  # QEMU 7.2's slirp_hostfwd reasons, field by field
+        ("tcp2222", "No : separators"),
+        ("sctp::1-:2", "Bad protocol name"),
+        ("tcp:5555", "Missing : separator"),
+        ("tcp:2222-:22", "Bad host address"),
+        ("tcp::2222:22", "Bad host port separator"),
+        ("tcp::x-:22", "Bad host port"),
+        ("tcp::70000-:22", "Bad host port"),
+        ("tcp::1-22", "Missing guest address"),
+        ("tcp::1-10.0.2.300:22", "Bad guest address"),
+        ("tcp::1-:0", "Bad guest port"),
+    ],
 )
-def test_bad_hostfwd_is_refused(spec):
-    with pytest.raises(slirp.NetdevError, match=f"Invalid host forwarding rule '{spec}'"):
+def test_bad_hostfwd_is_refused(spec, reason):
+    with pytest.raises(slirp.NetdevError) as caught:
         slirp.parse_hostfwd(spec)
+    assert str(caught.value) == f"Invalid host forwarding rule '{spec}' ({reason})"
 
 
 def test_user_options_as_qemu():
@@ -313,3 +335,92 @@ def test_user_options_as_qemu():
         slirp.parse_user_options([("restrict", "maybe")])
     with pytest.raises(slirp.NetdevError, match="not in the network"):
         slirp.parse_user_options([("host", "192.168.1.1")])
+
+
+def tcp_payload(frame: bytes) -> bytes:
+    """The data of an Ethernet/IPv4/TCP frame (IP header without options, as libslirp's)."""
+    total_length = struct.unpack("!H", frame[16:18])[0]
+    return frame[34 + (frame[46] >> 4) * 4 : 14 + total_length]
+
+
+def test_guestfwd_to_a_tcp_chardev(wire):
+    """guestfwd=tcp:10.0.2.100:1234-tcp:127.0.0.1:PORT: the chardev connects when the netdev is
+    made (before any guest frame, as QEMU's); a guest connection to 10.0.2.100:1234 then
+    carries bytes both ways through it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    w = wire(guestfwd=(slirp.parse_guestfwd(f"tcp:10.0.2.100:1234-tcp:127.0.0.1:{port}"),))
+    conn, _ = server.accept()
+    conn.settimeout(5)
+    server.close()
+    w.lease()
+    gateway = bytes.fromhex("52550a000202")
+
+    def from_forward(f: bytes) -> bool:
+        return f[12:14] == b"\x08\x00" and f[23] == 6 and f[26:30] == bytes((10, 0, 2, 100))
+
+    w.net.send_to_network(
+        ethernet(gateway, 0x0800, tcp("10.0.2.15", 40001, "10.0.2.100", 1234, 5000, 0, TCP_SYN))
+    )
+    synack = w.wait_for(from_forward)
+    sport, dport, server_seq, ack = struct.unpack("!HHII", synack[34:46])
+    assert (sport, dport, ack, synack[47] & 0x12) == (1234, 40001, 5001, 0x12)
+    w.net.send_to_network(
+        ethernet(gateway, 0x0800, tcp("10.0.2.15", 40001, "10.0.2.100", 1234, 5001,
+                                      server_seq + 1, TCP_PSH | TCP_ACK, b"hello from guest\n"))
+    )  # fmt: skip
+    received = b""
+    for _ in range(50):
+        w.net.poll_once(20)
+        try:
+            received += conn.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        if received.endswith(b"\n"):
+            break
+    assert received == b"hello from guest\n"
+    conn.sendall(b"hello from host\n")
+    reply = w.wait_for(lambda f: from_forward(f) and tcp_payload(f) != b"")
+    assert tcp_payload(reply) == b"hello from host\n"
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("tcp:10.0.2.100:1234-tcp:127.0.0.1:80", ("10.0.2.100", 1234, None, "tcp:127.0.0.1:80")),
+        (":10.0.2.5:23-cmd:nc -N 127.0.0.1 9", ("10.0.2.5", 23, "nc -N 127.0.0.1 9", None)),
+        ("tcp::99-unix:/tmp/s", (None, 99, None, "unix:/tmp/s")),
+    ],
+)
+def test_guestfwd_syntax(spec, expected):
+    fwd = slirp.parse_guestfwd(spec)
+    addr = None if fwd.addr is None else str(fwd.addr)
+    assert (addr, fwd.port, fwd.command, fwd.device) == expected
+    assert fwd.label == f"guestfwd.tcp.{expected[1]}"
+
+
+@pytest.mark.parametrize(
+    "spec", ["udp:10.0.2.100:5-cmd:cat", "tcp:10.0.2.100:0-cmd:cat", "tcp:10.0.2.1:x-cmd:a",
+             "tcp:10.0.2.100:99", "tcp:300.0.0.1:9-cmd:a"]
+)  # fmt: skip
+def test_bad_guestfwd_is_refused(spec):
+    with pytest.raises(slirp.NetdevError, match=f"^Invalid guest forwarding rule '{spec}'$"):
+        slirp.parse_guestfwd(spec)
+
+
+def test_guestfwd_device_that_cannot_connect_gives_qemus_two_lines():
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()  # nothing listens there now
+    fwd = slirp.parse_guestfwd(f"tcp:10.0.2.100:1234-tcp:127.0.0.1:{number}")
+    with pytest.raises(slirp.NetdevError) as info:
+        slirp.UserNetwork(slirp.UserNetConfig(guestfwd=(fwd,)), lambda frame: None)
+    assert str(info.value) == (
+        f"Failed to connect to '127.0.0.1:{number}': Connection refused\n"
+        "Could not open guest forwarding device 'guestfwd.tcp.1234'"
+    )

@@ -44,10 +44,7 @@ AARCH64_CASES = [
     (["-M", "virt", "-M", "foo=bar"], "Property 'virt-7.2-machine.foo' not found"),
     (["-cpu", "cortex-a72,foo=on"],
      "can't apply global cortex-a72-arm-cpu.foo=on: Property 'cortex-a72-arm-cpu.foo' not found"),
-    (["-M", "virt,gic-version=3"],
-     "mach-virt: gic-version=3 is not supported by qemuser (it emulates a GICv2 only)"),
-    (["-M", "virt,virtualization=on"],
-     "mach-virt: qemuser does not support providing Virtualization extensions to the guest CPU"),
+    (["-M", "virt,gic-version=host"], "gic-version=host requires KVM"),
     (["-M", "virt,secure=on"],
      "mach-virt: qemuser does not support providing Security extensions to the guest CPU"),
     (["-kernel", "{fifo}"], "could not load kernel '{fifo}'"),
@@ -147,7 +144,8 @@ def test_riscv_refusals(files: dict[str, str]) -> None:
 def test_unmodelled_options_are_refused_not_ignored() -> None:
     hello = str(fixture(HELLO))
     for args, message in (
-        (["-semihosting"], "-semihosting: semihosting is not supported by qemuser's CPU core"),
+        (["-semihosting-config", "target=gdb"], "-semihosting-config target=gdb: semihosting "
+         "through GDB (target=gdb) is not supported by qemuser"),
         (["-d", "mmu"], "-d mmu: system-mode logging of 'mmu' is not supported"),
         (["-M", "virt,acpi=on"], "virt-7.2-machine: ACPI tables are not provided by qemuser"),
         (["-M", "virt,mte=on"],

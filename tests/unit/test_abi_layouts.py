@@ -430,6 +430,14 @@ TABLE: list[CStruct] = [
         arches=("aarch64",),
     ),
     CStruct(
+        ucontext.SVE_CONTEXT,
+        "struct sve_context",
+        16,
+        {"magic": 0, "size": 4, "vl": 8, "flags": 10, "__reserved": 12},
+        {"magic": "head.magic", "size": "head.size"},
+        arches=("aarch64",),
+    ),
+    CStruct(
         ucontext.EXTRA_CONTEXT,
         "struct extra_context",
         32,

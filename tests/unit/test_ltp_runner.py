@@ -109,3 +109,43 @@ def test_a_run_side_by_side_with_its_report(tmp_path: Path) -> None:
         "absent": ("not-run", "not built"),
     }
     assert os.listdir(tmp_path / "work") == []  # the temporary directories are gone
+
+
+def test_a_run_that_reuses_the_reference(tmp_path: Path) -> None:
+    """--reference: qemu-user's runs come from a saved --json run (it is never started: the
+    given reference fails if it is), and a test the saved run lacks runs under both."""
+    root = tmp_path / "ltp"
+    bindir = root / "testcases" / "bin"
+    bindir.mkdir(parents=True)
+    (root / "runtest").mkdir()
+    (root / "runtest" / "syscalls").write_text("good good\nbad bad\nnew new\n")
+    for name in ("good", "bad", "new"):
+        (bindir / name).write_bytes(b"\x7fELF" + bytes(60))
+    ours = tmp_path / "ours"
+    ours.write_text('#!/bin/sh\ncase "$(basename "$1")" in\n  bad) exit 1;;\nesac\n')
+    reference = tmp_path / "reference"
+    reference.write_text('#!/bin/sh\ntest "$(basename "$1")" = new || exit 2\n')
+    for script in (ours, reference):
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps([
+        {"name": name, "command": [name], "verdict": "PASS", "reason": "",
+         "qemuser": {"kind": "pass", "status": 0, "seconds": 1.0, "detail": "", "message": ""},
+         "qemu": {"kind": kind, "status": status, "seconds": 2.5, "detail": "", "message": ""}}
+        for name, kind, status in (("good", "pass", 0), ("bad", "pass", 0))
+    ]))  # fmt: skip
+    report = tmp_path / "report.json"
+    status = ltp.main(
+        [str(root), "aarch64", "--qemuser", str(ours), "--qemu", str(reference),
+         "--reference", str(saved), "--json", str(report), "--workdir", str(tmp_path / "work")]
+    )  # fmt: skip
+    assert status == 0
+    results = {r["name"]: r for r in json.loads(report.read_text())}
+    assert {n: r["verdict"] for n, r in results.items()} == {
+        "good": "PASS",
+        "bad": "FAIL",
+        "new": "PASS",
+    }
+    assert results["good"]["qemu"]["seconds"] == 2.5  # the saved run, not a new one
+    assert ltp.main([str(root), "aarch64", "--qemuser", str(ours), "--qemu", str(reference),
+                     "--reference", str(tmp_path / "absent.json")]) == 2  # fmt: skip

@@ -26,8 +26,9 @@ DIRENT64 = Layout(
 )
 
 
-def guest_dirents(host_records: bytes) -> bytes:
-    """The guest's getdents64 buffer for the host's records (same order, same lengths)."""
+def guest_dirents(host_records: bytes, hidden: frozenset[bytes] = frozenset()) -> bytes:
+    """The guest's getdents64 buffer for the host's records (same order, same lengths), less
+    the entries named in `hidden`."""
     out = []
     pos = 0
     while pos < len(host_records):
@@ -35,7 +36,9 @@ def guest_dirents(host_records: bytes) -> bytes:
         length = header.d_reclen
         assert length >= DIRENT64.size
         name = host_records[pos + DIRENT64.size : pos + length].split(b"\0", 1)[0]
+        pos += length
+        if name in hidden:
+            continue
         record = DIRENT64.pack(header) + name + b"\0"
         out.append(record + bytes(length - len(record)))
-        pos += length
     return b"".join(out)

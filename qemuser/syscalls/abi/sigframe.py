@@ -21,6 +21,15 @@ from unicorn import Uc
 from unicorn import arm64_const as a
 from unicorn import riscv_const as r
 
+from qemuser.cpu.aarch64 import (
+    SVE_PREDICATE_BYTES,
+    SVE_VECTOR_BYTES,
+    SvePredicates,
+    set_sve_enabled,
+    sve_enabled,
+    sve_predicates,
+    sve_supported,
+)
 from qemuser.syscalls.abi.layout import Layout
 from qemuser.syscalls.abi.sigaction import STACK_T, StackT
 from qemuser.syscalls.abi.ucontext import (
@@ -37,6 +46,9 @@ from qemuser.syscalls.abi.ucontext import (
     RV_RT_SIGFRAME,
     RV_SIGCONTEXT,
     RV_UCONTEXT,
+    SVE_CONTEXT,
+    SVE_MAGIC,
+    SVE_VQ_BYTES,
     A64Sigcontext,
     EsrContext,
     FpsimdContext,
@@ -44,7 +56,10 @@ from qemuser.syscalls.abi.ucontext import (
     RtSigframe,
     RvDExtState,
     RvSigcontext,
+    SveContext,
     Ucontext,
+    sve_sig_context_size,
+    sve_sig_preg_offset,
 )
 
 _A64_X = tuple(getattr(a, f"UC_ARM64_REG_X{i}") for i in range(29)) + (
@@ -86,6 +101,42 @@ def _frame(
     return frame.pack(RtSigframe(siginfo, ucontext))
 
 
+def _sve_record(uc: Uc, vregs: bytes) -> bytes:
+    """The sve_context record (arch/arm64/kernel/signal.c, preserve_sve_context). A task with
+    SVE state (it ran SVE since its last system call: TIF_SVE, here EL0's SVE enable) gets the
+    header, Z0-Z31 (each its V register: the vector length is one quadword), P0-P15 and FFR,
+    head.size being SVE_SIG_CONTEXT_SIZE rounded up to 16; any other task the header alone."""
+    if not sve_enabled(uc):
+        return SVE_CONTEXT.pack(SveContext(SVE_MAGIC, SVE_CONTEXT.size, SVE_VECTOR_BYTES, 0))
+    vq = SVE_VECTOR_BYTES // SVE_VQ_BYTES
+    size = (sve_sig_context_size(vq) + 15) & ~15
+    header = SVE_CONTEXT.pack(SveContext(SVE_MAGIC, size, SVE_VECTOR_BYTES, flags=0))
+    body = header + vregs + b"".join(sve_predicates(uc).read())
+    return body.ljust(size, b"\0")
+
+
+def _restore_sve(uc: Uc, reserved: bytes, pos: int) -> None:
+    """Take P0-P15 and FFR back from an sve_context record at `pos` (restore_sve_fpsimd_
+    context). Its Z registers are not taken: the kernel loads the V half of each Z from the
+    fpsimd record after them, and here V is the whole Z."""
+    record = SVE_CONTEXT.unpack(reserved, pos)
+    vq = SVE_VECTOR_BYTES // SVE_VQ_BYTES
+    if record.vl != SVE_VECTOR_BYTES:
+        return  # not this task's length: the kernel refuses the frame; nothing is loaded
+    if record.size == SVE_CONTEXT.size:  # the header alone: the task has no SVE state
+        set_sve_enabled(uc, False)
+        return
+    if record.size < sve_sig_context_size(vq):
+        return
+    start = pos + sve_sig_preg_offset(vq, 0)
+    values = [
+        reserved[start + i * SVE_PREDICATE_BYTES :][:SVE_PREDICATE_BYTES]
+        for i in range(SvePredicates.COUNT)
+    ]
+    sve_predicates(uc).write(values)
+    set_sve_enabled(uc, True)  # TIF_SVE: the task has SVE state again
+
+
 class Aarch64Frames:
     size = A64_RT_SIGFRAME.size
 
@@ -123,6 +174,8 @@ class Aarch64Frames:
         )
         if fault_address:
             records += ESR_CONTEXT.pack(EsrContext(ESR_MAGIC, ESR_CONTEXT.size, esr=0))
+        if sve_supported(uc):  # after esr, as setup_sigframe_layout allocates them
+            records += _sve_record(uc, vregs)
         # the rest of __reserved is zero, which is also the null record that ends the list
         sigcontext = A64_SIGCONTEXT.pack(
             A64Sigcontext(fault_address, xs, old_sp, pc, nzcv & _NZCV_BITS, records)
@@ -156,8 +209,17 @@ class Aarch64Frames:
             (a.UC_ARM64_REG_PC, context.pc),
             (a.UC_ARM64_REG_NZCV, context.pstate & _NZCV_BITS),
         ]
-        # walk the records in __reserved for the FP/SIMD state
+        # walk the records in __reserved for the FP/SIMD state. The SVE predicates go in first:
+        # they are written through a whole-context restore, which the registers below follow.
         reserved = context.reserved
+        pos = 0
+        while pos + A64_CTX.size <= len(reserved):
+            ctx = A64_CTX.unpack(reserved, pos)
+            if ctx.magic == 0 or ctx.size < A64_CTX.size:
+                break
+            if ctx.magic == SVE_MAGIC and pos + ctx.size <= len(reserved) and sve_supported(uc):
+                _restore_sve(uc, reserved, pos)
+            pos += ctx.size
         pos = 0
         while pos + A64_CTX.size <= len(reserved):
             ctx = A64_CTX.unpack(reserved, pos)

@@ -8,7 +8,8 @@ sigset, then uc_mcontext (a struct sigcontext) at offset 176.
 aarch64 (arch/arm64/include/uapi/asm/sigcontext.h): struct sigcontext is fault_address,
 regs[31], sp, pc, pstate, then `__reserved[4096]` aligned to 16, a list of records each headed
 by struct _aarch64_ctx {magic, size}: fpsimd_context (FPSIMD_MAGIC), esr_context (ESR_MAGIC),
-extra_context (EXTRA_MAGIC), ..., ended by a null header.
+sve_context (SVE_MAGIC, with the SVE_SIG_* register offsets), extra_context (EXTRA_MAGIC), ...,
+ended by a null header.
 
 riscv64 (arch/riscv/include/uapi/asm/sigcontext.h and ptrace.h): struct sigcontext is
 user_regs_struct (pc, then x1..x31) and union __riscv_fp_state (f_ext, d_ext, q_ext; q_ext, with
@@ -131,6 +132,52 @@ EXTRA_CONTEXT = Layout(
     ExtraContext,
     [("magic", "I"), ("size", "I"), ("datap", "Q"), ("data_size", "I"), ("__reserved", "12x")],
 )
+
+
+class SveContext(NamedTuple):
+    magic: int
+    size: int
+    vl: int  # the vector length in bytes
+    flags: int  # SVE_SIG_FLAG_SM: streaming mode (SME), never set here
+
+
+SVE_MAGIC = 0x53564501
+SVE_SIG_FLAG_SM = 1
+# struct sve_context: the header of the SVE record; the registers follow it (when the task has
+# SVE state) at the offsets below.
+SVE_CONTEXT = Layout(
+    "sve_context",
+    SveContext,
+    [("magic", "I"), ("size", "I"), ("vl", "H"), ("flags", "H"), ("__reserved", "4x")],
+)
+SVE_VQ_BYTES = 16  # one quadword: vector lengths are counted in these ("vq")
+
+
+def sve_sig_regs_offset() -> int:
+    """SVE_SIG_REGS_OFFSET: the registers start at the next quadword after the header."""
+    return (SVE_CONTEXT.size + SVE_VQ_BYTES - 1) // SVE_VQ_BYTES * SVE_VQ_BYTES
+
+
+def sve_sig_zreg_offset(vq: int, n: int) -> int:
+    """SVE_SIG_ZREG_OFFSET(vq, n): Z0-Z31, vq * 16 bytes each."""
+    return sve_sig_regs_offset() + vq * SVE_VQ_BYTES * n
+
+
+def sve_sig_preg_offset(vq: int, n: int) -> int:
+    """SVE_SIG_PREG_OFFSET(vq, n): P0-P15 after the Z registers, vq * 2 bytes each."""
+    return sve_sig_zreg_offset(vq, 32) + vq * (SVE_VQ_BYTES // 8) * n
+
+
+def sve_sig_ffr_offset(vq: int) -> int:
+    """SVE_SIG_FFR_OFFSET(vq): FFR, the size of a P register, after P15."""
+    return sve_sig_preg_offset(vq, 16)
+
+
+def sve_sig_context_size(vq: int) -> int:
+    """SVE_SIG_CONTEXT_SIZE(vq): header and registers (the record's head.size is this
+    rounded up to 16)."""
+    return sve_sig_ffr_offset(vq) + vq * (SVE_VQ_BYTES // 8)
+
 
 A64_UCONTEXT = Layout("ucontext", Ucontext, _ucontext_fields(A64_SIGCONTEXT))
 A64_RT_SIGFRAME = _rt_sigframe(A64_UCONTEXT)

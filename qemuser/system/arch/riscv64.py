@@ -25,17 +25,21 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unicorn import UC_HOOK_INSN_INVALID, Uc, UcError
+from unicorn import UC_HOOK_INSN_INVALID, UC_PROT_EXEC, Uc, UcError
 from unicorn import riscv_const as rv
+from unicorn.unicorn_py3.unicorn import uclib
 
 from qemuser.cpu import CPUS, CpuSpec
+from qemuser.system.arch import rdtime
 from qemuser.system.arch.common import SLICE, Boot, MachineHost, NewEngine, Vcpu
+from qemuser.system.arch.regfile import RegisterFile
 from qemuser.system.devices.base import FdtContext
 from qemuser.system.devices.char.rx import SerialPort
 from qemuser.system.devices.intc.clint import Clint
 from qemuser.system.devices.intc.plic import Plic
 from qemuser.system.errors import MachineError
 from qemuser.system.fdt import Node
+from qemuser.system.semihosting import Semihosting, UnsupportedCall
 from qemuser.system.smp import Topology, add_cpu_map
 
 M_MODE, S_MODE, U_MODE = 3, 1, 0
@@ -85,6 +89,18 @@ SBI_IMPL_ID = 0x716D  # "qm"
 SBI_IMPL_VERSION = 1
 
 
+class SbiArgs:
+    """a0-a5 of an SBI call, read when a handler asks for them (most calls use one or two)."""
+
+    __slots__ = ("_regs",)
+
+    def __init__(self, regs: RegisterFile) -> None:
+        self._regs = regs
+
+    def __getitem__(self, index: int) -> int:
+        return self._regs.read(rv.UC_RISCV_REG_A0 + index)
+
+
 @dataclass
 class SbiResult:
     error: int = SBI_OK
@@ -107,6 +123,7 @@ class RiscvHart:
         self.index = index  # the hart id: a0 at entry, its CLINT words and PLIC contexts
         self.online = index == 0  # the others wait for SBI hart_start
         self.uc = machine.engines[index]
+        self.regs = RegisterFile(self.uc)
         self.harts: list[RiscvHart] = [self]  # every hart of the machine (set by the platform)
         self.clint = clint
         self.plic = plic
@@ -114,7 +131,7 @@ class RiscvHart:
         self.builtin_sbi = False
         self.stimer_deadline: int | None = None  # SBI set_timer, in mtime ticks
         self._mip_driven = 0  # the mip bits we last wrote (SEIP, and STIP for the SBI)
-        self._sbi: dict[int, Callable[[int, list[int]], SbiResult]] = {
+        self._sbi: dict[int, Callable[[int, SbiArgs], SbiResult]] = {
             EXT_BASE: self._sbi_base,
             EXT_TIME: self._sbi_time,
             EXT_IPI: self._sbi_ipi,
@@ -126,52 +143,89 @@ class RiscvHart:
         # unicorn stops at ebreak (UC_ERR_INSN_INVALID) instead of taking the breakpoint
         # exception; Linux's BUG()/WARN() and kprobes are ebreaks its trap handler expects.
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid_insn)
+        self._insn_half = (ctypes.c_uint16 * 1)()
+        self.semihosting: Semihosting | None = None  # -semihosting (set by cli/system.py)
+        self._semihosting_resume: int | None = None  # pc after the call the hook answered
+        # `time` read by the engine itself (rdtime.py); None: rdtime traps and _emulate answers.
+        self._time_callback = rdtime.install(self.uc, self.mtime)
 
     def recover(self, error: Exception) -> bool:
         """unicorn ends emu_start with UC_ERR_EXCEPTION at a breakpoint exception. When the
         exception is delegated to S mode it has already entered the guest's handler (pc at
         stvec, scause 3): the run just goes on. Otherwise pc is still at the ebreak, and the
         hart takes the trap here."""
-        uc = self.uc
-        pc = uc.reg_read(rv.UC_RISCV_REG_PC)
-        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        pc = self.regs.read(rv.UC_RISCV_REG_PC)
+        if self._semihosting_resume == pc:
+            # the INSN_INVALID hook answered a semihosting call; unicorn stops all the same
+            self._semihosting_resume = None
+            return True
+        priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
         stvec = self._csr_read(rv.UC_RISCV_REG_STVEC) & ~3
         if priv == S_MODE and pc == stvec and self._csr_read(rv.UC_RISCV_REG_SCAUSE) == 3:
             return True
-        insn = self._fetch_insn(pc, priv)
+        insn = self._fetch_insn(pc)
         if insn is None or (insn != EBREAK and insn & 0xFFFF != C_EBREAK):
             return False
+        if insn == EBREAK and self._semihosting_call(pc):
+            return True
         self.take_trap(EXC_BREAKPOINT, pc, pc)
         return True
 
     def _on_invalid_insn(self, uc: Uc, _user: object) -> bool:
         """An instruction unicorn would stop at: ebreak becomes the guest's breakpoint trap."""
-        pc = uc.reg_read(rv.UC_RISCV_REG_PC)
-        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
-        insn = self._fetch_insn(pc, priv)
+        pc = self.regs.read(rv.UC_RISCV_REG_PC)
+        insn = self._fetch_insn(pc)
         if insn is None or (insn != EBREAK and insn & 0xFFFF != C_EBREAK):
             return False
+        if insn == EBREAK and self._semihosting_call(pc):
+            return True
         self.take_trap(EXC_BREAKPOINT, pc, pc)
+        return True
+
+    # slli x0,x0,0x1f / srai x0,x0,7: the words around the ebreak of a semihosting call
+    _SEMIHOSTING_PRE, _SEMIHOSTING_POST = 0x01F01013, 0x40705013
+
+    def _semihosting_call(self, pc: int) -> bool:
+        """The semihosting sequence around an uncompressed ebreak (in U mode only with
+        userspace=on, as QEMU's): op in a0,
+        block in a1, result in a0, and the hart goes on after the ebreak (srai is a nop)."""
+        if self.semihosting is None:
+            return False
+        if self.regs.read(rv.UC_RISCV_REG_PRIV) == U_MODE and not self.semihosting.config.userspace:
+            return False
+        if self._fetch_insn(pc - 4) != self._SEMIHOSTING_PRE:
+            return False
+        if self._fetch_insn(pc + 4) != self._SEMIHOSTING_POST:
+            return False
+        op, block = self.regs.read(rv.UC_RISCV_REG_A0), self.regs.read(rv.UC_RISCV_REG_A1)
+        try:
+            result = self.semihosting.call(self.uc, op, block)
+        except UnsupportedCall as exc:
+            self.machine.fault(str(exc))
+            return True
+        self.regs.write(rv.UC_RISCV_REG_A0, result)
+        self.regs.write(rv.UC_RISCV_REG_PC, pc + 4)
+        self._semihosting_resume = pc + 4
         return True
 
     # --- CSRs -------------------------------------------------------------------------------
     def _csr_read(self, reg: int) -> int:
         """Read a CSR whatever the current privilege (the API checks it, UNICORN-NOTES)."""
-        priv = self.uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
         if priv == M_MODE:
-            return self.uc.reg_read(reg)
-        self.uc.reg_write(rv.UC_RISCV_REG_PRIV, M_MODE)
-        value = self.uc.reg_read(reg)
-        self.uc.reg_write(rv.UC_RISCV_REG_PRIV, priv)
+            return self.regs.read(reg)
+        self.regs.write(rv.UC_RISCV_REG_PRIV, M_MODE)
+        value = self.regs.read(reg)
+        self.regs.write(rv.UC_RISCV_REG_PRIV, priv)
         return value
 
     def _csr_write(self, reg: int, value: int) -> None:
-        priv = self.uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
         if priv != M_MODE:
-            self.uc.reg_write(rv.UC_RISCV_REG_PRIV, M_MODE)
-        self.uc.reg_write(reg, value)
+            self.regs.write(rv.UC_RISCV_REG_PRIV, M_MODE)
+        self.regs.write(reg, value)
         if priv != M_MODE:
-            self.uc.reg_write(rv.UC_RISCV_REG_PRIV, priv)
+            self.regs.write(rv.UC_RISCV_REG_PRIV, priv)
 
     def mtime(self) -> int:
         return self.clint.mtime() if self.clint is not None else 0
@@ -198,32 +252,30 @@ class RiscvHart:
         """
         uc = self.uc
         self.builtin_sbi = builtin_sbi
-        uc.reg_write(rv.UC_RISCV_REG_A0, hartid)
-        uc.reg_write(rv.UC_RISCV_REG_A1, dtb_addr)
-        uc.reg_write(rv.UC_RISCV_REG_A2, info_addr)
-        uc.reg_write(rv.UC_RISCV_REG_PRIV, M_MODE)
+        self.regs.write(rv.UC_RISCV_REG_A0, hartid)
+        self.regs.write(rv.UC_RISCV_REG_A1, dtb_addr)
+        self.regs.write(rv.UC_RISCV_REG_A2, info_addr)
+        self.regs.write(rv.UC_RISCV_REG_PRIV, M_MODE)
         if builtin_sbi:
-            uc.reg_write(rv.UC_RISCV_REG_MIDELEG, BUILTIN_MIDELEG)
-            uc.reg_write(rv.UC_RISCV_REG_MEDELEG, BUILTIN_MEDELEG)
-            uc.reg_write(rv.UC_RISCV_REG_MCOUNTEREN, 7)  # cycle, time, instret readable in S
-            mstatus = uc.reg_read(rv.UC_RISCV_REG_MSTATUS) & ~(3 << MPP_SHIFT)
-            uc.reg_write(rv.UC_RISCV_REG_MSTATUS, mstatus | FS_INITIAL | S_MODE << MPP_SHIFT)
-            uc.reg_write(rv.UC_RISCV_REG_MEPC, entry)
-            uc.reg_write(rv.UC_RISCV_REG_T0, (1 << 64) - 1)  # pmpaddr0: everything (NAPOT)
-            uc.reg_write(rv.UC_RISCV_REG_T1, PMP_NAPOT_RWX)
+            self.regs.write(rv.UC_RISCV_REG_MIDELEG, BUILTIN_MIDELEG)
+            self.regs.write(rv.UC_RISCV_REG_MEDELEG, BUILTIN_MEDELEG)
+            self.regs.write(rv.UC_RISCV_REG_MCOUNTEREN, 7)  # cycle, time, instret readable in S
+            mstatus = self.regs.read(rv.UC_RISCV_REG_MSTATUS) & ~(3 << MPP_SHIFT)
+            self.regs.write(rv.UC_RISCV_REG_MSTATUS, mstatus | FS_INITIAL | S_MODE << MPP_SHIFT)
+            self.regs.write(rv.UC_RISCV_REG_MEPC, entry)
+            self.regs.write(rv.UC_RISCV_REG_T0, (1 << 64) - 1)  # pmpaddr0: everything (NAPOT)
+            self.regs.write(rv.UC_RISCV_REG_T1, PMP_NAPOT_RWX)
             uc.mem_write(stub_addr, b"".join(struct.pack("<I", i) for i in _PMP_OPEN_STUB))
             entry = stub_addr
-        uc.reg_write(rv.UC_RISCV_REG_PC, entry)
+        self.regs.write(rv.UC_RISCV_REG_PC, entry)
 
     # --- traps ------------------------------------------------------------------------------
     def on_exception(self, intno: int) -> None:
         """UC_HOOK_INTR: an exception unicorn did not vector (intno is the cause code)."""
-        uc = self.uc
-        epc = uc.reg_read(rv.UC_RISCV_REG_PC) - 4  # unicorn stepped pc 4 past every exception
-        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        epc = self.regs.read(rv.UC_RISCV_REG_PC) - 4  # unicorn stepped pc 4 past every exception
         tval = 0
         if intno == EXC_ILLEGAL:
-            insn = self._fetch_insn(epc, priv)
+            insn = self._fetch_insn(epc)
             if insn is not None and self._emulate(insn, epc):
                 return
             tval = insn or 0
@@ -231,6 +283,12 @@ class RiscvHart:
             tval = self._fault_address()
         cause = intno
         if intno == EXC_ECALL_U:  # every ecall arrives as 8: the cause says from which mode
+            priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
+            if priv == S_MODE and self.builtin_sbi:
+                # The SBI: ecall from S mode is never delegated (the built-in firmware set
+                # medeleg, and only M mode could change it), so take_trap would only come here.
+                self._sbi_call()
+                return
             cause = EXC_ECALL_U + priv
         self.take_trap(cause, epc, tval)
 
@@ -251,46 +309,45 @@ class RiscvHart:
 
     def take_trap(self, cause: int, epc: int, tval: int = 0) -> None:
         """Enter the trap handler of M or S mode as the hart would."""
-        uc = self.uc
-        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
         code = cause & 0x3F
         interrupt = bool(cause & INTERRUPT)
-        uc.reg_write(rv.UC_RISCV_REG_PRIV, M_MODE)  # CSR writes through the API obey privilege
-        deleg = uc.reg_read(rv.UC_RISCV_REG_MIDELEG if interrupt else rv.UC_RISCV_REG_MEDELEG)
+        self.regs.write(rv.UC_RISCV_REG_PRIV, M_MODE)  # CSR writes through the API obey privilege
+        deleg = self.regs.read(rv.UC_RISCV_REG_MIDELEG if interrupt else rv.UC_RISCV_REG_MEDELEG)
         to_s = priv <= S_MODE and bool(deleg >> code & 1)
         if not to_s and self.builtin_sbi:
             # No M-mode code runs: the built-in firmware answers here, as OpenSBI would in M mode.
-            uc.reg_write(rv.UC_RISCV_REG_PRIV, priv)
+            self.regs.write(rv.UC_RISCV_REG_PRIV, priv)
             if cause == EXC_ECALL_U + S_MODE:
                 self._sbi_call()
                 return
             # OpenSBI hands anything else it does not emulate back to S mode (sbi_trap_redirect).
             to_s = priv <= S_MODE
-            uc.reg_write(rv.UC_RISCV_REG_PRIV, M_MODE)
-        mstatus = uc.reg_read(rv.UC_RISCV_REG_MSTATUS)
+            self.regs.write(rv.UC_RISCV_REG_PRIV, M_MODE)
+        mstatus = self.regs.read(rv.UC_RISCV_REG_MSTATUS)
         if to_s:
-            tvec = uc.reg_read(rv.UC_RISCV_REG_STVEC)
+            tvec = self.regs.read(rv.UC_RISCV_REG_STVEC)
             ie = mstatus >> 1 & 1
             mstatus = (mstatus & ~(SIE | SPIE | SPP)) | ie << 5 | (priv & 1) << 8
-            uc.reg_write(rv.UC_RISCV_REG_SEPC, epc)
-            uc.reg_write(rv.UC_RISCV_REG_SCAUSE, cause)
-            uc.reg_write(rv.UC_RISCV_REG_STVAL, tval)
+            self.regs.write(rv.UC_RISCV_REG_SEPC, epc)
+            self.regs.write(rv.UC_RISCV_REG_SCAUSE, cause)
+            self.regs.write(rv.UC_RISCV_REG_STVAL, tval)
         else:
-            tvec = uc.reg_read(rv.UC_RISCV_REG_MTVEC)
+            tvec = self.regs.read(rv.UC_RISCV_REG_MTVEC)
             ie = mstatus >> 3 & 1
             mstatus = (mstatus & ~(MIE | MPIE | 3 << MPP_SHIFT)) | ie << 7 | priv << MPP_SHIFT
-            uc.reg_write(rv.UC_RISCV_REG_MEPC, epc)
-            uc.reg_write(rv.UC_RISCV_REG_MCAUSE, cause)
-            uc.reg_write(rv.UC_RISCV_REG_MTVAL, tval)
+            self.regs.write(rv.UC_RISCV_REG_MEPC, epc)
+            self.regs.write(rv.UC_RISCV_REG_MCAUSE, cause)
+            self.regs.write(rv.UC_RISCV_REG_MTVAL, tval)
         if tvec == 0:
-            uc.reg_write(rv.UC_RISCV_REG_PRIV, priv)
+            self.regs.write(rv.UC_RISCV_REG_PRIV, priv)
             mode = "stvec" if to_s else "mtvec"
             self.machine.fault(f"trap (cause {cause:#x}) with no {mode}")
             return
-        uc.reg_write(rv.UC_RISCV_REG_MSTATUS, mstatus)
+        self.regs.write(rv.UC_RISCV_REG_MSTATUS, mstatus)
         vectored = tvec & 3 == 1 and interrupt
-        uc.reg_write(rv.UC_RISCV_REG_PC, (tvec & ~3) + (4 * code if vectored else 0))
-        uc.reg_write(rv.UC_RISCV_REG_PRIV, S_MODE if to_s else M_MODE)
+        self.regs.write(rv.UC_RISCV_REG_PC, (tvec & ~3) + (4 * code if vectored else 0))
+        self.regs.write(rv.UC_RISCV_REG_PRIV, S_MODE if to_s else M_MODE)
 
     def _emulate(self, insn: int, epc: int) -> bool:
         """Instructions the virt hart has and unicorn lacks: `csrr rd, time` (rdtime)."""
@@ -298,58 +355,30 @@ class RiscvHart:
         if insn & 0xFFFFF07F == (CSR_TIME << 20) | 2 << 12 | 0x73:
             rd = insn >> 7 & 31
             if rd:
-                self.uc.reg_write(rv.UC_RISCV_REG_X0 + rd, self.mtime())
-            self.uc.reg_write(rv.UC_RISCV_REG_PC, epc + 4)
+                self.regs.write(rv.UC_RISCV_REG_X0 + rd, self.mtime())
+            self.regs.write(rv.UC_RISCV_REG_PC, epc + 4)
             return True
         return False
 
-    def _fetch_insn(self, vaddr: int, priv: int) -> int | None:
-        """The instruction word at a guest virtual address (None when it cannot be read)."""
-        paddr = self.translate(vaddr, priv)
-        if paddr is None:
+    def _fetch_insn(self, vaddr: int) -> int | None:
+        """The instruction word at a guest virtual address, read through the hart's own MMU at
+        its current privilege (None when it cannot be read). One C call a halfword: a page walk
+        in Python was ~35 µs of every rdtime trap before rdtime.py."""
+        half = self._insn_half
+        if uclib.uc_vmem_read(self.uc._uch, ctypes.c_uint64(vaddr), UC_PROT_EXEC, half, 2):
             return None
-        try:
-            low = struct.unpack("<H", self.uc.mem_read(paddr, 2))[0]
-            if low & 3 != 3:
-                return low  # a compressed instruction
-            high_addr = self.translate(vaddr + 2, priv)
-            if high_addr is None:
-                return None
-            return low | struct.unpack("<H", self.uc.mem_read(high_addr, 2))[0] << 16
-        except UcError:
+        low = half[0]
+        if low & 3 != 3:
+            return low  # a compressed instruction
+        if uclib.uc_vmem_read(self.uc._uch, ctypes.c_uint64(vaddr + 2), UC_PROT_EXEC, half, 2):
             return None
-
-    def translate(self, vaddr: int, priv: int) -> int | None:
-        """Walk the Sv39/Sv48/Sv57 page table for an instruction fetch at `priv` (privileged spec
-        4.3.2); M mode and Bare translate to the same address."""
-        satp = self._csr_read(rv.UC_RISCV_REG_SATP)
-        mode = satp >> 60
-        if priv == M_MODE or mode == 0:
-            return vaddr
-        levels = {8: 3, 9: 4, 10: 5}.get(mode)  # Sv39, Sv48, Sv57
-        if levels is None:
-            return None
-        table = (satp & ((1 << 44) - 1)) << 12
-        for level in range(levels - 1, -1, -1):
-            index = vaddr >> (12 + 9 * level) & 0x1FF
-            try:
-                pte = struct.unpack("<Q", self.uc.mem_read(table + 8 * index, 8))[0]
-            except UcError:
-                return None
-            if not pte & 1:
-                return None
-            ppn = pte >> 10 & ((1 << 44) - 1)
-            if pte & 0xE:  # a leaf (R, W or X set): superpages keep the low virtual bits
-                offset_mask = (1 << (12 + 9 * level)) - 1
-                return (ppn << 12 & ~offset_mask) | (vaddr & offset_mask)
-            table = ppn << 12
-        return None
+        return low | half[0] << 16
 
     def in_wfi(self) -> bool:
         """Did the slice end on a `wfi` (the hart waits for an interrupt)? pc is virtual once
         S mode turns paging on, so the instruction is read through the page table."""
-        pc = self.uc.reg_read(rv.UC_RISCV_REG_PC)
-        return self._fetch_insn(pc - 4, self.uc.reg_read(rv.UC_RISCV_REG_PRIV)) == WFI
+        pc = self.regs.read(rv.UC_RISCV_REG_PC)
+        return self._fetch_insn(pc - 4) == WFI
 
     # --- interrupts -------------------------------------------------------------------------
     def slice_length(self) -> int:
@@ -357,7 +386,6 @@ class RiscvHart:
 
     def poll(self, woke: bool = False) -> None:
         """Between slices: drive SEIP (and the SBI's STIP), then take a due M-mode interrupt."""
-        uc = self.uc
         driven = 0
         if self.plic is not None and self.plic.context_pending(2 * self.index + Plic.S_CONTEXT):
             driven |= 1 << IRQ_S_EXT
@@ -382,7 +410,7 @@ class RiscvHart:
                 pending |= 1 << IRQ_M_TIMER
         if not pending:
             return
-        priv = uc.reg_read(rv.UC_RISCV_REG_PRIV)
+        priv = self.regs.read(rv.UC_RISCV_REG_PRIV)
         enabled = pending & self._csr_read(rv.UC_RISCV_REG_MIE)
         if not enabled:
             return
@@ -390,7 +418,7 @@ class RiscvHart:
             return
         for irq in (IRQ_M_EXT, IRQ_M_SOFT, IRQ_M_TIMER):  # the spec's priority order
             if enabled >> irq & 1:
-                self.take_trap(INTERRUPT | irq, uc.reg_read(rv.UC_RISCV_REG_PC))
+                self.take_trap(INTERRUPT | irq, self.regs.read(rv.UC_RISCV_REG_PC))
                 return
 
     def ns_until_event(self, limit_ns: int) -> int:
@@ -407,10 +435,9 @@ class RiscvHart:
     # --- the built-in SBI -------------------------------------------------------------------
     def _sbi_call(self) -> None:
         """ecall from S mode: a7 extension, a6 function, a0-a5 arguments; a0/a1 results."""
-        uc = self.uc
-        ext = uc.reg_read(rv.UC_RISCV_REG_A7)
-        fid = uc.reg_read(rv.UC_RISCV_REG_A6)
-        args = [uc.reg_read(rv.UC_RISCV_REG_A0 + i) for i in range(6)]
+        ext = self.regs.read(rv.UC_RISCV_REG_A7)
+        fid = self.regs.read(rv.UC_RISCV_REG_A6)
+        args = SbiArgs(self.regs)
         handler = self._sbi.get(ext)
         if handler is not None:
             result = handler(fid, args)
@@ -418,9 +445,9 @@ class RiscvHart:
             result = self._sbi_legacy(ext, args)
         else:
             result = SbiResult(SBI_ERR_NOT_SUPPORTED)
-        uc.reg_write(rv.UC_RISCV_REG_A0, result.error & (1 << 64) - 1)
+        self.regs.write(rv.UC_RISCV_REG_A0, result.error & (1 << 64) - 1)
         if not result.legacy:
-            uc.reg_write(rv.UC_RISCV_REG_A1, result.value & (1 << 64) - 1)
+            self.regs.write(rv.UC_RISCV_REG_A1, result.value & (1 << 64) - 1)
         # pc is already past the ecall (unicorn stepped it): the guest resumes after it.
 
     def _set_timer(self, deadline: int) -> None:
@@ -432,7 +459,7 @@ class RiscvHart:
         value = self.console.take_input() if self.console is not None else None
         return -1 if value is None else value
 
-    def _sbi_legacy(self, ext: int, args: list[int]) -> SbiResult:
+    def _sbi_legacy(self, ext: int, args: SbiArgs) -> SbiResult:
         if ext == LEGACY_SET_TIMER:
             self._set_timer(args[0])
             return SbiResult(legacy=True)
@@ -452,7 +479,7 @@ class RiscvHart:
             return SbiResult(legacy=True)
         return SbiResult(legacy=True)  # remote fences: one hart, nothing to do
 
-    def _sbi_base(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_base(self, fid: int, args: SbiArgs) -> SbiResult:
         if fid == 0:
             return SbiResult(value=SBI_SPEC_VERSION)
         if fid == 1:
@@ -466,7 +493,7 @@ class RiscvHart:
             return SbiResult(value=0)
         return SbiResult(SBI_ERR_NOT_SUPPORTED)
 
-    def _sbi_time(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_time(self, fid: int, args: SbiArgs) -> SbiResult:
         if fid != 0:
             return SbiResult(SBI_ERR_NOT_SUPPORTED)
         self._set_timer(args[0])
@@ -487,7 +514,7 @@ class RiscvHart:
             return None
         return [self.harts[hart] for hart in chosen]
 
-    def _sbi_ipi(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_ipi(self, fid: int, args: SbiArgs) -> SbiResult:
         if fid != 0:
             return SbiResult(SBI_ERR_NOT_SUPPORTED)
         targets = self._targets(args[0], args[1])
@@ -499,7 +526,7 @@ class RiscvHart:
             self.uc.emu_stop()  # end this hart's turn: the target runs soon (smp.py)
         return SbiResult()
 
-    def _sbi_rfence(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_rfence(self, fid: int, args: SbiArgs) -> SbiResult:
         # The caller has fenced locally (unicorn flushes its own TLB at sfence.vma); the other
         # harts' engines flush before their next turn (smp.py Coherence). Every fence here is
         # a whole flush: address ranges and ASIDs only narrow what must go.
@@ -514,7 +541,7 @@ class RiscvHart:
                 self.machine.coherence.tlb_invalidated(self.index)
         return SbiResult()
 
-    def _sbi_hsm(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_hsm(self, fid: int, args: SbiArgs) -> SbiResult:
         hart = args[0]
         target = self.harts[hart] if fid in (0, 2) and hart < len(self.harts) else None
         if fid == 0:  # hart_start(hartid, start_addr, opaque)
@@ -540,7 +567,7 @@ class RiscvHart:
 
     # --- SMP ----------------------------------------------------------------------------------
     def pc(self) -> int:
-        return self.uc.reg_read(rv.UC_RISCV_REG_PC)
+        return self.regs.read(rv.UC_RISCV_REG_PC)
 
     def power_on(self, start_addr: int, opaque: int) -> None:
         """SBI hart_start: S mode at start_addr, a0 = hart id, a1 = opaque, paging and
@@ -564,7 +591,7 @@ class RiscvHart:
                 mip |= 1 << IRQ_M_SOFT
         return bool(mip & self._csr_read(rv.UC_RISCV_REG_MIE))
 
-    def _sbi_srst(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_srst(self, fid: int, args: SbiArgs) -> SbiResult:
         reset_type, reason = args[0] & 0xFFFF_FFFF, args[1] & 0xFFFF_FFFF
         if fid != 0 or reset_type > 2:
             return SbiResult(SBI_ERR_INVALID_PARAM if fid == 0 else SBI_ERR_NOT_SUPPORTED)
@@ -574,7 +601,7 @@ class RiscvHart:
             self.machine.reset()
         return SbiResult()
 
-    def _sbi_dbcn(self, fid: int, args: list[int]) -> SbiResult:
+    def _sbi_dbcn(self, fid: int, args: SbiArgs) -> SbiResult:
         if fid == 2:  # write_byte
             self.machine.console_write(bytes([args[0] & 0xFF]))
             return SbiResult()

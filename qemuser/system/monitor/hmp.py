@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qemuser.system.monitor.target import PACKAGE, QEMU_VERSION, MonitorTarget
+from qemuser.system.net.clients import DuplicateNetdev, NetClientError, NetClients
 from qemuser.system.snapshot import SnapshotError
 
 
@@ -391,3 +392,93 @@ def _delvm(interp: HmpInterpreter, args: list[str]) -> str:
 @hmp("kvm", "", "show KVM information", info=True)
 def _info_kvm(_interp: HmpInterpreter, _args: list[str]) -> str:
     return "kvm support: disabled\n"
+
+
+# --- networking (system/net/clients.py keeps the clients and speaks QEMU's words) ------------
+def _network(interp: HmpInterpreter) -> NetClients | None:
+    # a target without networking (a test double) has no clients: QEMU's empty answers then
+    return getattr(interp.target, "network", None)
+
+
+def _string_expected(command: str) -> HmpError:
+    return HmpError(f'{command}: string expected\nTry "help {command}" for more information')
+
+
+@hmp("network", "", "show the network state", info=True)
+def _info_network(interp: HmpInterpreter, _args: list[str]) -> str:
+    network = _network(interp)
+    return network.info_network() if network is not None else ""
+
+
+@hmp("usernet", "", "show user network stack connection states", info=True)
+def _info_usernet(interp: HmpInterpreter, _args: list[str]) -> str:
+    network = _network(interp)
+    return network.info_usernet() if network is not None else ""
+
+
+def _hostfwd(interp: HmpInterpreter, args: list[str], command: str) -> str:
+    if not args:
+        raise _string_expected(command)
+    network = _network(interp)
+    netdev_id, rule = (args[0], args[1]) if len(args) > 1 else (None, args[0])
+    try:
+        if network is None:
+            raise NetClientError("user mode network stack not in use")
+        if command == "hostfwd_add":
+            return network.hostfwd_add(netdev_id, rule)
+        return network.hostfwd_remove(netdev_id, rule)
+    except NetClientError as exc:
+        raise HmpError(str(exc)) from None
+
+
+@hmp(
+    "hostfwd_add",
+    "[netdev_id] [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+    "redirect TCP or UDP connections from host to guest (requires -net user)",
+)
+def _hostfwd_add(interp: HmpInterpreter, args: list[str]) -> str:
+    return _hostfwd(interp, args, "hostfwd_add")
+
+
+@hmp(
+    "hostfwd_remove",
+    "[netdev_id] [tcp|udp]:[hostaddr]:hostport",
+    "remove host-to-guest TCP or UDP redirection",
+)
+def _hostfwd_remove(interp: HmpInterpreter, args: list[str]) -> str:
+    return _hostfwd(interp, args, "hostfwd_remove")
+
+
+@hmp(
+    "netdev_add",
+    "[user|tap|socket|stream|dgram|vde|bridge|hubport|netmap|vhost-user],id=str[,prop=value][,...]",
+    "add host network device",
+)
+def _netdev_add(interp: HmpInterpreter, args: list[str]) -> str:
+    network = _network(interp)
+    try:
+        if network is None:
+            raise NetClientError("Parameter 'id' is missing" if not args else "No network")
+        network.netdev_add(args[0] if args else "")
+    except DuplicateNetdev as exc:
+        arch = interp.target.cpus()[0].target
+        raise HmpError(
+            f'qemuser-system-{arch}: {exc}\nTry "help netdev_add" for more information'
+        ) from None
+    except NetClientError as exc:
+        raise HmpError(f"Error: {exc}") from None
+    return ""
+
+
+@hmp("netdev_del", "id", "remove host network device")
+def _netdev_del(interp: HmpInterpreter, args: list[str]) -> str:
+    if not args:
+        raise _string_expected("netdev_del")
+    network = _network(interp)
+    try:
+        if network is None:
+            raise NetClientError(f"Device '{args[0]}' not found")
+        network.netdev_del(args[0])
+    except NetClientError as exc:
+        raise HmpError(f"Error: {exc}") from None
+    return ""

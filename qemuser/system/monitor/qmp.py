@@ -15,6 +15,12 @@ from dataclasses import dataclass
 
 from qemuser.system.monitor.hmp import HmpInterpreter
 from qemuser.system.monitor.target import PACKAGE, QEMU_VERSION, MonitorTarget
+from qemuser.system.net.clients import (
+    QMP_NETDEV_KEYS,
+    DuplicateNetdev,
+    NetClientError,
+    netdev_text,
+)
 
 
 class AlreadyAnswered(Exception):
@@ -383,3 +389,34 @@ def _human_monitor_command(session: QmpSession, arguments: dict) -> str:
         raise QmpError("Invalid parameter type for 'command-line', expected: string")
     cpu_index = arguments.get("cpu-index", 0)
     return session.hmp.run(line, cpu_index=cpu_index)
+
+
+# --- networking (system/net/clients.py) ---------------------------------------------------
+@command("netdev_add", required=("id", "type"), optional=QMP_NETDEV_KEYS)
+def _netdev_add(session: QmpSession, arguments: dict) -> dict:
+    network = getattr(session.target, "network", None)  # None: a target without networking
+    try:
+        text = netdev_text(arguments)
+        if network is None:
+            raise NetClientError("No network")
+        network.netdev_add(text)
+    except DuplicateNetdev as exc:
+        raise QmpError(str(exc).removesuffix(" for netdev")) from None  # QMP's shorter words
+    except NetClientError as exc:
+        raise QmpError(str(exc)) from None
+    return {}
+
+
+@command("netdev_del", required=("id",))
+def _netdev_del(session: QmpSession, arguments: dict) -> dict:
+    network = getattr(session.target, "network", None)
+    netdev_id = arguments["id"]
+    if not isinstance(netdev_id, str):
+        raise QmpError("Invalid parameter type for 'id', expected: string")
+    try:
+        if network is None:
+            raise NetClientError(f"Device '{netdev_id}' not found")
+        network.netdev_del(netdev_id)
+    except NetClientError as exc:
+        raise QmpError(str(exc), "DeviceNotFound") from None
+    return {}

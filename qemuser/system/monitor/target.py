@@ -12,7 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qemuser.system.net.clients import NetClients
 
 # The version a monitor reports: qemuser follows QEMU 7.2's interfaces (its QMP schema, HMP's
 # command set), so clients that check QEMU's version see the one whose behaviour they get.
@@ -89,6 +92,10 @@ class MonitorTarget(Protocol):
     def loadvm(self, name: str) -> None: ...
     def delvm(self, name: str) -> None: ...
     def snapshot_info(self) -> str: ...
+
+    # the network clients (system/net/clients.py), for info network, hostfwd_*, netdev_*;
+    # a target without one (a test double) answers as a machine without networking
+    network: NetClients | None
 
 
 @dataclass

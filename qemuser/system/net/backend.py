@@ -37,8 +37,9 @@ class NetBackend:
         pass
 
     def info(self) -> str:
-        """The line `info network` shows for this backend."""
-        return f"{self.id}: index=0,type={self.kind}"
+        """The line `info network` shows for this backend (QEMU's print_net_client:
+        name, queue index, type, then the backend's own info string)."""
+        return f"{self.id}: index=0,type={self.kind},"
 
 
 class UserBackend(NetBackend):
@@ -102,6 +103,7 @@ class SocketBackend(NetBackend):
         self._listener: socket.socket | None = None
         self._udp: socket.socket | None = None
         self._closed = False
+        self._peer = ""  # a listener's client, once it came (info network shows it)
         try:
             if spec.mode == "listen":
                 self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -135,9 +137,10 @@ class SocketBackend(NetBackend):
             return
         if self._listener is not None:
             try:
-                self._conn, _ = self._listener.accept()
+                self._conn, (host, port) = self._listener.accept()
             except OSError:
                 return
+            self._peer = f"{host}:{port}"
         conn = self._conn
         if conn is None:
             return
@@ -172,4 +175,12 @@ class SocketBackend(NetBackend):
                 sock.close()
 
     def info(self) -> str:
-        return f"{self.id}: index=0,type=socket,{self.spec.mode}={self.spec.host}:{self.spec.port}"
+        # QEMU's net/socket.c info strings; a listener says nothing until a client came
+        where = f"{self.spec.host or '127.0.0.1'}:{self.spec.port}"
+        if self.spec.mode == "connect":
+            detail = f"socket: connect to {where}"
+        elif self.spec.mode == "udp":
+            detail = f"socket: udp={where}"
+        else:
+            detail = f"socket: connection from {self._peer}" if self._peer else ""
+        return f"{self.id}: index=0,type=socket,{detail}"

@@ -9,6 +9,7 @@ backends and NIC requests.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from qemuser.system.net.backend import (
@@ -36,11 +37,28 @@ class NicRequest:
 
 
 @dataclass
+class HubPort:
+    """A port of QEMU's hub 0, which -net options plug into: a NIC or a backend."""
+
+    name: str  # hub0port0, hub0port1, ... in command-line order
+    nic: NicRequest | None = None
+    netdev: str | None = None
+
+
+@dataclass
 class NetworkPlan:
     backends: dict[str, NetBackend] = field(default_factory=dict)
     nics: list[NicRequest] = field(default_factory=list)
     none: bool = False  # -net none
-    _hub: list[str] = field(default_factory=list)  # -net backends waiting for a -net nic
+    hub: list[HubPort] = field(default_factory=list)
+    _generated: int = 0
+
+    def generated_id(self) -> str:
+        """QEMU's id_generate for a netdev without an id (-nic, -net): "#net", a counter and
+        two random digits."""
+        name = f"#net{self._generated}{random.randrange(100):02d}"
+        self._generated += 1
+        return name
 
     def close(self) -> None:
         for backend in self.backends.values():
@@ -54,7 +72,9 @@ def make_backend(
         try:
             return UserBackend(netdev_id, parse_user_options(options))
         except NetdevError as exc:
-            raise NetdevError(f"{option}: {exc}") from None
+            # QEMU says where each line of an error comes from (guestfwd's have two)
+            lines = str(exc).split("\n")
+            raise NetdevError("\n".join(f"{option}: {line}" for line in lines)) from None
     if kind == "socket":
         values = dict(options)
         unknown = set(values) - {"listen", "connect", "udp", "localaddr", "id"}
@@ -113,7 +133,7 @@ def add_nic(plan: NetworkPlan, text: str) -> None:
         return
     if model not in NIC_MODELS:
         raise NetdevError(f"Unsupported NIC model: {model}")
-    netdev_id = f"__org.qemu.nic{len(plan.nics)}"
+    netdev_id = plan.generated_id()
     plan.backends[netdev_id] = make_backend(kind, netdev_id, backend_options, option)
     plan.nics.append(NicRequest(model, netdev_id, mac))
 
@@ -132,16 +152,26 @@ def add_net(plan: NetworkPlan, text: str) -> None:
             model = DEFAULT_NIC
         if model not in NIC_MODELS:
             raise NetdevError(f"Unsupported NIC model: {model}")
-        netdev = rest.get("netdev")
-        if netdev is None:
-            netdev = f"hub0port{len(plan.nics)}"
-            plan._hub.append(netdev)
-        plan.nics.append(NicRequest(model, netdev, rest.get("macaddr")))
+        nic = NicRequest(model, rest.get("netdev", ""), rest.get("macaddr"))
+        plan.nics.append(nic)
+        if not nic.netdev:
+            plan.hub.append(HubPort(f"hub0port{len(plan.hub)}", nic=nic))
+            _pair_hub(plan)
         return
-    netdev_id = rest.pop("id", None) or (
-        plan._hub.pop(0) if plan._hub else f"hub0port{len(plan.backends)}"
-    )
+    netdev_id = rest.pop("id", None) or plan.generated_id()
     plan.backends[netdev_id] = make_backend(kind, netdev_id, list(rest.items()), option)
+    plan.hub.append(HubPort(f"hub0port{len(plan.hub)}", netdev=netdev_id))
+    _pair_hub(plan)
+
+
+def _pair_hub(plan: NetworkPlan) -> None:
+    """Each NIC on the hub gets the next backend on it. QEMU's hub repeats every frame to all
+    its ports; one NIC to one backend, the common case, is the same thing without the hub."""
+    taken = {port.nic.netdev for port in plan.hub if port.nic is not None}
+    free = [p.netdev for p in plan.hub if p.netdev is not None and p.netdev not in taken]
+    for port in plan.hub:
+        if port.nic is not None and not port.nic.netdev and free:
+            port.nic.netdev = free.pop(0) or ""
 
 
 def mac_address(text: str | None, index: int, option: str) -> bytes:
@@ -175,11 +205,13 @@ def plan_network(
         for text in nets:
             add_net(plan, text)
         if defaults and not (netdevs or nics or nets):
-            add_nic(plan, "user")
-        if plan._hub:
-            raise NetdevError(
-                f"-net nic: no backend for the NIC on hub port {plan._hub[0]} (add -net user)"
-            )
+            add_net(plan, "nic")  # QEMU's default: -net nic -net user, on hub 0
+            add_net(plan, "user")
+        for port in plan.hub:
+            if port.nic is not None and not port.nic.netdev:
+                raise NetdevError(
+                    f"-net nic: no backend for the NIC on hub port {port.name} (add -net user)"
+                )
     except NetdevError:
         plan.close()
         raise

@@ -23,6 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qemuser.system.chardev.backends import Chardev
+from qemuser.system.chardev.sockets import ChardevError
+from qemuser.system.chardev.spec import open_chardev, parse_legacy
+
 # Debian package that provides the library, named in the error when it is missing.
 LIBSLIRP_PACKAGE = "libslirp0"
 
@@ -99,6 +103,7 @@ InitCompletedCb = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 TimerNewOpaqueCb = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 AddPollCb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 GetREventsCb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+WriteCb = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 
 
 class SlirpCb(ctypes.Structure):
@@ -169,7 +174,23 @@ def libslirp() -> ctypes.CDLL:
             ctypes.POINTER(InAddr),
             ctypes.c_int,
         ]
-        lib.slirp_add_unix.argtypes = lib.slirp_add_exec.argtypes
+        lib.slirp_add_guestfwd.argtypes = [
+            ctypes.c_void_p,
+            WriteCb,
+            ctypes.c_void_p,
+            ctypes.POINTER(InAddr),
+            ctypes.c_int,
+        ]
+        lib.slirp_socket_recv.restype = None
+        lib.slirp_socket_recv.argtypes = [
+            ctypes.c_void_p,
+            InAddr,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
+        lib.slirp_socket_can_recv.restype = ctypes.c_size_t
+        lib.slirp_socket_can_recv.argtypes = [ctypes.c_void_p, InAddr, ctypes.c_int]
         lib.slirp_connection_info.restype = ctypes.c_void_p
         lib.slirp_connection_info.argtypes = [ctypes.c_void_p]
         lib.slirp_version_string.restype = ctypes.c_char_p
@@ -193,17 +214,26 @@ class HostForward:
     host_port: int
     guest_addr: ipaddress.IPv4Address | None  # None: the first DHCP address
     guest_port: int
+    rule: str = ""  # the option's text, as QEMU's errors quote it
 
 
 @dataclass(frozen=True)
 class GuestForward:
-    """guestfwd=[tcp]:server:port-cmd:command (or -unix:path): a connection from the guest to
-    server:port is handed to a command's stdin/stdout, or to a unix socket."""
+    """guestfwd=[tcp]:[server]:port-cmd:command or -DEV: a connection from the guest to
+    server:port is handed to a command's stdin/stdout (one process per connection), or to a
+    character device DEV in the legacy chardev syntax (tcp:HOST:PORT, unix:PATH, file:PATH...),
+    opened once when the netdev is made and shared by every guest connection, as QEMU does."""
 
-    addr: ipaddress.IPv4Address
+    addr: ipaddress.IPv4Address | None  # None: libslirp's default, net + 4 (10.0.2.4)
     port: int
     command: str | None = None
-    unix_path: str | None = None
+    device: str | None = None
+    rule: str = ""  # the option's text, as QEMU's errors quote it
+
+    @property
+    def label(self) -> str:
+        """The chardev's id, QEMU's name for it (its errors say it)."""
+        return f"guestfwd.tcp.{self.port}"
 
 
 @dataclass(frozen=True)
@@ -282,52 +312,74 @@ def parse_net(value: str) -> ipaddress.IPv4Network:
         raise NetdevError(f"Invalid net address '{value}'") from None
 
 
-def parse_hostfwd(spec: str) -> HostForward:
-    """[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport (QEMU's slirp_hostfwd)."""
-    bad = NetdevError(f"Invalid host forwarding rule '{spec}'")
-    proto, sep, rest = spec.partition(":")
-    if not sep or proto not in ("", "tcp", "udp"):
-        raise bad
-    host_part, sep, guest_part = rest.partition("-")
-    if not sep:
-        raise bad
-    host_addr_text, sep, host_port_text = host_part.rpartition(":")
-    guest_addr_text, sep2, guest_port_text = guest_part.rpartition(":")
-    if not sep:
-        raise NetdevError(f"Invalid host forwarding rule '{spec}' (Bad host address)")
-    if not sep2:
-        raise bad
+def _strtol(text: str) -> int | None:
+    """C's strtol with base 0 over the whole text (None when something is left over)."""
+    if not text:
+        return 0  # strtol reads nothing and leaves nothing: QEMU takes it as 0
     try:
-        host_addr = ipaddress.IPv4Address(host_addr_text or "0.0.0.0")
-        guest_addr = ipaddress.IPv4Address(guest_addr_text) if guest_addr_text else None
-        host_port, guest_port = int(host_port_text), int(guest_port_text)
+        return int(text, 0)
     except ValueError:
-        raise bad from None
-    if not (0 <= host_port < 65536 and 0 < guest_port < 65536):
-        raise bad
-    return HostForward(proto == "udp", host_addr, host_port, guest_addr, guest_port)
+        return None
+
+
+def parse_hostfwd(spec: str) -> HostForward:
+    """[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport, read field by field as QEMU's
+    slirp_hostfwd does, with its reason for the first field that is wrong."""
+
+    def bad(reason: str) -> NetdevError:
+        return NetdevError(f"Invalid host forwarding rule '{spec}' ({reason})")
+
+    proto, sep, rest = spec.partition(":")
+    if not sep:
+        raise bad("No : separators")
+    if proto not in ("", "tcp", "udp"):
+        raise bad("Bad protocol name")
+    host_text, sep, rest = rest.partition(":")
+    if not sep:
+        raise bad("Missing : separator")
+    try:
+        host_addr = ipaddress.IPv4Address(host_text or "0.0.0.0")
+    except ValueError:
+        raise bad("Bad host address") from None
+    host_port_text, sep, rest = rest.partition("-")
+    if not sep:
+        raise bad("Bad host port separator")
+    host_port = _strtol(host_port_text)
+    if host_port is None or not 0 <= host_port <= 65535:
+        raise bad("Bad host port")
+    guest_text, sep, guest_port_text = rest.partition(":")
+    if not sep:
+        raise bad("Missing guest address")
+    try:
+        guest_addr = ipaddress.IPv4Address(guest_text) if guest_text else None
+    except ValueError:
+        raise bad("Bad guest address") from None
+    guest_port = _strtol(guest_port_text)
+    if guest_port is None or not 1 <= guest_port <= 65535:
+        raise bad("Bad guest port")
+    return HostForward(proto == "udp", host_addr, host_port, guest_addr, guest_port, spec)
 
 
 def parse_guestfwd(spec: str) -> GuestForward:
-    """[tcp]:server:port-cmd:command or -unix:path."""
+    """[tcp]:[server]:port-cmd:command or -DEV (QEMU's slirp_guestfwd)."""
     bad = NetdevError(f"Invalid guest forwarding rule '{spec}'")
-    head, sep, device = spec.partition("-")
-    if not sep:
+    proto, sep, rest = spec.partition(":")
+    if not sep or proto not in ("", "tcp"):
         raise bad
-    parts = head.split(":")
-    if len(parts) == 3 and parts[0] in ("", "tcp"):
-        parts = parts[1:]
-    if len(parts) != 2:
+    server, sep, rest = rest.partition(":")
+    port_text, sep2, device = rest.partition("-")
+    if not sep or not sep2 or not port_text.isdigit():
         raise bad
     try:
-        addr, port = ipaddress.IPv4Address(parts[0]), int(parts[1])
+        addr = ipaddress.IPv4Address(server) if server else None
     except ValueError:
         raise bad from None
-    if device.startswith("cmd:") and device[4:]:
-        return GuestForward(addr, port, command=device[4:])
-    if device.startswith("unix:") and device[5:]:
-        return GuestForward(addr, port, unix_path=device[5:])
-    raise NetdevError(f"guestfwd device '{device}' is not supported: use cmd:COMMAND or unix:PATH")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise bad
+    if device.startswith("cmd:"):
+        return GuestForward(addr, port, command=device[4:], rule=spec)
+    return GuestForward(addr, port, device=device, rule=spec)
 
 
 def parse_user_options(options: list[tuple[str, str]]) -> UserNetConfig:
@@ -396,6 +448,7 @@ class UserNetwork:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._keep: list[object] = []  # C strings and callbacks libslirp holds pointers to
+        self._chardev_forwards: list[_ChardevForward] = []
         self._callbacks = SlirpCb(
             send_packet=SendPacketCb(self._send_packet),
             guest_error=GuestErrorCb(self._guest_error),
@@ -471,24 +524,44 @@ class UserNetwork:
             fwd.guest_port,
         )
         if status < 0:
-            proto = "udp" if fwd.udp else "tcp"
-            raise NetdevError(
-                f"Could not set up host forwarding rule "
-                f"'{proto}:{fwd.host_addr}:{fwd.host_port}-{guest}:{fwd.guest_port}'"
-            )
+            raise NetdevError(f"Could not set up host forwarding rule '{fwd.rule}'")
 
     def _add_guestfwd(self, gfwd: GuestForward) -> None:
-        addr = in_addr(gfwd.addr)
+        # 0.0.0.0 asks libslirp for its default address, which it writes back into `addr`
+        addr = in_addr(gfwd.addr or ipaddress.IPv4Address(0))
+        conflict = NetdevError(
+            f"Conflicting/invalid host:port in guest forwarding rule '{gfwd.rule}'"
+        )
         if gfwd.command is not None:
             target = self._c_string(gfwd.command)
-            status = self._lib.slirp_add_exec(self._slirp, target, ctypes.byref(addr), gfwd.port)
-        else:
-            target = self._c_string(gfwd.unix_path)
-            status = self._lib.slirp_add_unix(self._slirp, target, ctypes.byref(addr), gfwd.port)
+            if self._lib.slirp_add_exec(self._slirp, target, ctypes.byref(addr), gfwd.port) < 0:
+                raise conflict
+            return
+        chardev = _open_guestfwd_device(gfwd)
+        forward = _ChardevForward(chardev, addr, gfwd.port)
+        write = WriteCb(forward.from_guest)
+        self._keep.append(write)
+        status = self._lib.slirp_add_guestfwd(
+            self._slirp, write, None, ctypes.byref(addr), gfwd.port
+        )
         if status < 0:
-            raise NetdevError(
-                f"Conflicting/invalid host:port in guest forwarding rule '{gfwd.addr}:{gfwd.port}'"
-            )
+            chardev.close()
+            raise conflict
+        forward.addr = InAddr(addr.s_addr)
+        self._chardev_forwards.append(forward)
+
+    def _push_to_guest(self, forward: _ChardevForward) -> None:
+        """What the chardev sent, handed to the guest's connection as far as its window allows
+        (QEMU's guestfwd_can_read / guestfwd_read). Under self.lock."""
+        if not forward.pending:
+            forward.pending += forward.chardev.read()
+        while forward.pending:
+            room = self._lib.slirp_socket_can_recv(self._slirp, forward.addr, forward.port)
+            if room <= 0:
+                return  # no guest connection yet, or its window is full: keep the bytes
+            chunk = bytes(forward.pending[:room])
+            del forward.pending[: len(chunk)]
+            self._lib.slirp_socket_recv(self._slirp, forward.addr, forward.port, chunk, len(chunk))
 
     # callbacks from libslirp (always under self.lock: libslirp only calls back from our calls)
     def _send_packet(self, buf: int, length: int, _opaque: int) -> int:
@@ -574,6 +647,9 @@ class UserNetwork:
         poller.register(self._wake_r, select.POLLIN)
         for fd, events in fds:
             poller.register(fd, _to_poll(events))
+        for forward in self._chardev_forwards:
+            for fd in forward.chardev.wait_fds():
+                poller.register(fd, select.POLLIN)
         ready = dict(poller.poll(wait_ms))
         if self._wake_r in ready:
             try:
@@ -594,6 +670,8 @@ class UserNetwork:
                 if timer.expire_ms is not None and timer.expire_ms <= now_ms:
                     timer.expire_ms = None
                     self._lib.slirp_handle_timer(self._slirp, timer.timer_id, timer.cb_opaque)
+            for forward in self._chardev_forwards:
+                self._push_to_guest(forward)
 
     def start(self) -> None:
         """Runs the event loop on a host thread until `close`."""
@@ -606,6 +684,8 @@ class UserNetwork:
         self._thread.start()
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return  # closed already (netdev_del, then the machine's end)
         self._stop.set()
         self._wake()
         if self._thread is not None:
@@ -615,11 +695,43 @@ class UserNetwork:
             if self._slirp:
                 self._lib.slirp_cleanup(self._slirp)
                 self._slirp = None
+            for forward in self._chardev_forwards:
+                forward.chardev.close()
+            self._chardev_forwards.clear()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+@dataclass
+class _ChardevForward:
+    """One guestfwd to a character device: the guest's bytes go to `chardev`, the chardev's
+    wait in `pending` until the guest's connection can take them."""
+
+    chardev: Chardev
+    addr: InAddr
+    port: int
+    pending: bytearray = field(default_factory=bytearray)
+
+    def from_guest(self, buf: int, length: int, _opaque: int) -> int:
+        # libslirp calls this from inside our calls (under the network's lock); the write
+        # blocks until the chardev took it all, as QEMU's qemu_chr_fe_write_all does
+        self.chardev.write(ctypes.string_at(buf, length))
+        return length
+
+
+def _open_guestfwd_device(gfwd: GuestForward) -> Chardev:
+    """The chardev of a guestfwd rule, connected now; QEMU's two lines when it cannot be."""
+    failed = f"Could not open guest forwarding device '{gfwd.label}'"
+    try:
+        spec = parse_legacy(gfwd.device or "", gfwd.label)
+        if isinstance(spec, str):  # chardev:ID or none: no device of its own to open
+            raise ChardevError(f"'{gfwd.device}' is not a valid char driver")
+        return open_chardev(spec)
+    except ChardevError as exc:
+        raise NetdevError(f"{exc}\n{failed}") from None
 
 
 def _to_poll(events: int) -> int:

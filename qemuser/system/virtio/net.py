@@ -27,7 +27,10 @@ STATUS_LINK_UP = 1
 # le16 hdr_len, le16 gso_size, le16 csum_start, le16 csum_offset, le16 num_buffers
 NET_HDR = struct.Struct("<BBHHHHH")
 RX_QUEUE, TX_QUEUE = 0, 1
-MAX_PENDING = 256  # frames kept while the driver has no receive buffers (then the oldest go)
+# Frames kept while the driver has no receive buffers (then the oldest go): as many as QEMU's
+# net queue holds (nq_maxlen), so that a burst libslirp sends within the guest's TCP window
+# waits instead of being dropped and retransmitted.
+MAX_PENDING = 10000
 
 
 @pluggable
@@ -46,6 +49,7 @@ class VirtioNet(VirtioDevice):
         super().__init__()
         self.backend = backend
         self.mac = mac
+        self.default_mac = False  # True when QEMU's default pattern chose `mac`
         self.link_up = True
         self._pending: deque[bytes] = deque()
         self._lock = threading.Lock()
@@ -62,12 +66,18 @@ class VirtioNet(VirtioDevice):
             backend = NetBackend(f"{option}: unconnected")
         else:
             backend = claim(name, option)
-        index = sum(isinstance(getattr(d, "virtio", d), VirtioNet) for d in plan.planned())
+        # QEMU's default MACs count only the NICs that took one (qemu_macaddr_default_if_unset)
+        index = sum(
+            isinstance(inner := getattr(d, "virtio", d), VirtioNet) and inner.default_mac
+            for d in plan.planned()
+        )
         try:
             mac = mac_address(opts.get("mac"), index, option)
         except NetdevError as exc:
             raise DeviceOptionError(str(exc)) from None
-        return cls(backend, mac)
+        device = cls(backend, mac)
+        device.default_mac = "mac" not in opts
+        return device
 
     def features(self) -> int:
         return F_MAC | F_STATUS | F_MRG_RXBUF
