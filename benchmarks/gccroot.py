@@ -110,7 +110,6 @@ def compile_job(build_dir: Path) -> tuple[tuple[str, ...], Path]:
     # no QEMU_LD_PREFIX), which refuses aarch64's options.
     tools = root / "usr" / "bin" / "aarch64-linux-gnu-"
     script = (
-        f"{gcc} -B{tools} -O2 -c -o {obj} {source}"
-        f" && {root / 'usr' / 'bin' / 'sha256sum'} < {obj}"
+        f"{gcc} -B{tools} -O2 -c -o {obj} {source} && {root / 'usr' / 'bin' / 'sha256sum'} < {obj}"
     )
     return (str(root / "bin" / "bash"), "-c", script), root

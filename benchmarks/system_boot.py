@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import shutil
 import stat
 import statistics
 import subprocess
@@ -43,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import run as run_benchmarks  # noqa: E402  (benchmarks/run.py, beside this script)
 
 from tests.real.trixie import ensure_kernel, ensure_userland  # noqa: E402
 from tests.system.debian import CACHE, arm64_kernel  # noqa: E402
